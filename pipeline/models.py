@@ -1,0 +1,119 @@
+"""Wire records of the pipeline: what flows on ``measurements.v1``, ``alerts.v1`` and ``deadletter.v1``.
+
+They are msgspec structs so decoding and validation cost microseconds per record; the faust
+agents move them as JSON bytes (``value_serializer="raw"``) and decode in batches.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from producers.envelope import RawEnvelope
+
+__all__ = [
+    "AlertTransition",
+    "DeadLetter",
+    "Measurement",
+    "RawEnvelope",
+    "decode_measurement",
+    "encode_record",
+]
+
+
+class Measurement(msgspec.Struct, frozen=True):
+    """One numeric reading in canonical form.
+
+    Attributes:
+        source: upstream family (``aliunid``...).
+        stream: configured source name.
+        entity: the measured thing (meter, connector, sensor id); Kafka key on ``measurements.v1``.
+        metric: dotted metric name, e.g. ``sys.kW``.
+        value: the reading.
+        unit: unit when known (``kW``, ``kWh``), else empty.
+        ts_ms: event time in epoch ms (upstream time where it has one, else receipt time).
+        labels: extra identifying facts (measuring point name, phase...).
+    """
+
+    source: str
+    stream: str
+    entity: str
+    metric: str
+    value: float
+    unit: str
+    ts_ms: int
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class AlertTransition(msgspec.Struct, frozen=True):
+    """A rule's alert for one entity changed state.
+
+    Attributes:
+        fingerprint: stable identity of the alert (rule + entity + labels).
+        rule: rule name.
+        state: ``firing`` or ``resolved``.
+        entity, source, stream, metric: what the alert is about.
+        value: the value that caused the transition.
+        severity: rule severity.
+        ts_ms: event time of the transition.
+        summary: rendered summary text.
+        description: rendered description text.
+        channels: channel names to notify.
+        labels: rule labels plus record labels.
+    """
+
+    fingerprint: str
+    rule: str
+    state: Literal["firing", "resolved"]
+    entity: str
+    source: str
+    stream: str
+    metric: str
+    value: float
+    severity: str
+    ts_ms: int
+    summary: str = ""
+    description: str = ""
+    channels: tuple[str, ...] = ()
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A record the pipeline could not process, kept with the reason so nothing is lost.
+
+    Attributes:
+        stage: where it failed (``normalize``...).
+        reason: what was wrong, secret-free.
+        topic, partition, offset: where the original record sits.
+        raw: the original record bytes as text (the envelope JSON for raw topics).
+        failed_at_ms: when it was dead-lettered.
+    """
+
+    stage: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    raw: str
+    failed_at_ms: int
+
+
+_encoder = msgspec.json.Encoder()
+_measurement_decoder = msgspec.json.Decoder(Measurement)
+_alert_decoder = msgspec.json.Decoder(AlertTransition)
+
+
+def encode_record(record: Measurement | AlertTransition | DeadLetter) -> bytes:
+    """Serialize any pipeline record to JSON bytes."""
+    return _encoder.encode(record)
+
+
+def decode_measurement(data: bytes) -> Measurement:
+    """Parse a ``measurements.v1`` value."""
+    return _measurement_decoder.decode(data)
+
+
+def decode_alert(data: bytes) -> AlertTransition:
+    """Parse an ``alerts.v1`` value."""
+    return _alert_decoder.decode(data)

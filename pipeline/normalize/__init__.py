@@ -1,0 +1,36 @@
+"""Normalizers: one pure function per upstream family, raw envelope -> measurements.
+
+The registry is explicit (no discovery): adding a source means adding its module and one line
+to :data:`NORMALIZERS`. Normalizers never import faust; they raise
+:class:`~pipeline.errors.BadInputError` for input they cannot use and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipeline.errors import BadInputError
+from pipeline.models import Measurement, RawEnvelope
+from pipeline.normalize import aliunid
+
+__all__ = ["NORMALIZERS", "Normalizer", "normalize_envelope"]
+
+Normalizer = Callable[[RawEnvelope], list[Measurement]]
+
+NORMALIZERS: dict[str, Normalizer] = {
+    "aliunid": aliunid.normalize,
+}
+"""Normalizer of each upstream family, keyed by ``RawEnvelope.source``."""
+
+
+def normalize_envelope(envelope: RawEnvelope) -> list[Measurement]:
+    """Normalize an envelope with the normalizer registered for its source.
+
+    Raises:
+        BadInputError: no normalizer for ``envelope.source``, or the frame is unusable.
+    """
+    normalizer = NORMALIZERS.get(envelope.source)
+    if normalizer is None:
+        known = ", ".join(sorted(NORMALIZERS))
+        raise BadInputError(f"no normalizer for source {envelope.source!r}; known sources: {known}")
+    return normalizer(envelope)

@@ -1,0 +1,54 @@
+"""Worker settings, read once from ``STREAMWARDEN_*`` environment variables.
+
+Frozen so nothing can change them behind the app's back after start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PipelineSettings(BaseSettings):
+    """Everything the worker reads from its environment.
+
+    Attributes:
+        kafka_bootstrap: ``host:port[,host:port]`` of Kafka (real or embedded).
+        kafka_embedded: the bootstrap is StreamWarden's embedded broker, which cannot create
+            topics; topics are then created through the mock API and never declared by faust.
+        partitions: partition count of every StreamWarden topic (must match for changelogs).
+        replication_factor: replication of topics the worker declares on real Kafka.
+        app_id: faust app id; changelog topic names derive from it, so it is persisted API.
+        store: faust table store URL (``memory://``; ``rocksdb://`` in production).
+        rules_path: rule file or folder of ``*.yaml`` rule files.
+        channels_file: YAML file naming notification channels; None uses the built-in
+            ``console`` channel only.
+        alerts_out: append each delivered notification as one JSON line to this file.
+        data_dir: faust's data directory (table stores, offsets of RocksDB).
+        log_level: Python logging level name.
+        batch_max: most events an agent takes in one batch.
+        batch_within: seconds an agent waits to fill a batch; bounds added latency per hop.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field(default="")
+    kafka_embedded: bool = False
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    app_id: str = "streamwarden"
+    store: str = "memory://"
+    rules_path: Path = Path("rules")
+    channels_file: Path | None = None
+    alerts_out: Path | None = None
+    data_dir: Path = Path(".streamwarden")
+    log_level: str = "INFO"
+    batch_max: int = Field(default=1000, ge=1)
+    batch_within: float = Field(default=0.02, gt=0)
+
+    def broker_url(self) -> str:
+        """faust broker URL (``kafka://h1:p1;h2:p2``) from the comma-separated bootstrap list."""
+        hosts = [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+        return ";".join(f"kafka://{h}" for h in hosts)
