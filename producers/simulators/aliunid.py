@@ -1,0 +1,451 @@
+"""A local aliunid OPERATOR live-data server: same endpoint, auth and frames as the real one.
+
+What it reproduces (docs/upstreams.md section 1):
+
+* ``GET /web/api/data-export/v1/businesses/{business_id}/measuring-points/live?apiKey=KEY
+  [&id=MP]...`` upgraded to a WebSocket. A wrong path (including another business id) is
+  refused with HTTP 404 at the handshake, a wrong or missing ``apiKey`` with HTTP 401. The real
+  service's behaviour for these cases is not documented; these are the conventional answers.
+* Repeated ``id`` parameters select measuring points; unknown ids just send nothing.
+* On connect, one ``structure`` frame per selected point; then every ``interval`` seconds one
+  ``data`` frame per point, ``{"type": "data", "id": ..., "data": {"sys": {"kW": .., "kWh+":
+  ..}}}``; ``structure`` frames again every ~30 ticks (the docs allow them at any time).
+* A client that sends any message is disconnected (close 1008, "client messages are not
+  supported"). WebSocket pings are control frames, not messages, and are answered.
+
+Values: measuring point 0, "EV charging hub", alternates deterministically between above 40 kW
+(the 4th to 13th tick of every 20, so first after 4 intervals) and below 30 kW (the other 10,
+the last 3 of them idle at exactly 0 kW), so a ``sys.kW > 40`` rule fires and resolves within
+a minute at ``interval=1.0``; the pattern is in ticks, so it scales with the interval. The
+other points follow a daily-ish wave (one simulated minute per tick) plus noise and stay below
+36 kW. ``kWh+`` grows by ``kW * interval / 3600`` per tick, so energy is consistent with power.
+Whole numbers are written as integers (``"kW": 0``), as a JavaScript server's
+``JSON.stringify`` does and as the docs' sample shows. ``extended_schema=True`` adds the
+*unconfirmed* Weidmüller-style ``sys`` keys and ``l1``/``l2``/``l3`` phase blocks.
+
+A single ticker produces the frames for all clients (as a broadcasting server would), so
+values are identical across connections and, with a ``seed``, reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import random
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from producers.redact import SecretFilter, redact_text
+
+__all__ = ["LIVE_PATH", "AliunidSimulator", "MeasuringPoint", "SentFrame"]
+
+logger = logging.getLogger(__name__)
+
+#: Path template of the live endpoint.
+LIVE_PATH = "/web/api/data-export/v1/businesses/{business_id}/measuring-points/live"
+
+_POINT_NAMES = (
+    "EV charging hub",
+    "Main building",
+    "Heat pump",
+    "Office floor 2",
+    "Cold storage",
+    "Workshop",
+    "Canteen kitchen",
+    "Parking lighting",
+)
+
+#: EV hub pattern: high (> 40 kW) when ``(tick - 1) % EV_CYCLE_TICKS`` is in EV_HIGH_TICKS.
+EV_CYCLE_TICKS = 20
+EV_HIGH_TICKS = range(3, 13)
+EV_HIGH_KW = (44.0, 52.0)
+EV_LOW_KW = (6.0, 26.0)
+#: Positions in the cycle where the hub is idle and reports exactly 0 kW.
+EV_IDLE_TICKS = range(17, 20)
+_OTHER_MAX_KW = 36.0
+_STRUCTURE_EVERY_TICKS = 30
+
+
+@dataclass
+class MeasuringPoint:
+    """One simulated meter and its running state."""
+
+    id: str
+    name: str
+    base_kw: float
+    amplitude_kw: float
+    noise_kw: float
+    peak_hour: float
+    kwh_import: float
+    phase_kwh: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    kvarh: float = 0.0
+
+
+@dataclass(frozen=True)
+class SentFrame:
+    """A frame the simulator wrote to one connection (1-based connection number)."""
+
+    connection: int
+    text: str
+
+
+class AliunidSimulator:
+    """A real WebSocket server speaking the aliunid live-data protocol.
+
+    Args:
+        business_id: the business in the path; other ids get 404.
+        api_key: the only accepted ``apiKey``; anything else gets 401.
+        measuring_points: how many points the business has.
+        interval: seconds between data ticks.
+        seed: makes point ids and values reproducible.
+        extended_schema: add the unconfirmed Weidmüller-style keys and phase blocks.
+
+    Counters: ``connections_accepted``, ``frames_sent``, ``handshakes_rejected``,
+    ``client_messages``. ``sent_frames`` keeps the last 10 000 frames written, per connection.
+    """
+
+    def __init__(
+        self,
+        business_id: str,
+        api_key: str,
+        *,
+        measuring_points: int = 3,
+        interval: float = 1.0,
+        seed: int | None = None,
+        extended_schema: bool = False,
+    ) -> None:
+        if measuring_points < 1:
+            raise ValueError(f"measuring_points must be >= 1, got {measuring_points}")
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        if not business_id or not api_key:
+            raise ValueError("business_id and api_key must not be empty")
+        self.business_id = business_id
+        self._api_key = api_key.encode()
+        self.interval = interval
+        self.extended_schema = extended_schema
+        self._rng = random.Random(seed)  # simulation, not crypto
+        self.points = [self._new_point(i) for i in range(measuring_points)]
+        self.path = LIVE_PATH.format(business_id=business_id)
+        self.tick = 0
+        self.connections_accepted = 0
+        self.frames_sent = 0
+        self.handshakes_rejected = 0
+        self.client_messages = 0
+        self.sent_frames: deque[SentFrame] = deque(maxlen=10_000)
+        self._frames: list[tuple[str, str]] = []
+        self._published_tick = 0
+        self._tick_changed = asyncio.Condition()
+        self._connections: set[ServerConnection] = set()
+        self._server: Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._host = ""
+        self._port = 0
+        self._wire_logger = logging.getLogger(f"{__name__}.wire")
+        self._wire_filter = SecretFilter([api_key], redact_credentials=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on ``host:port`` (0 picks a free port) and start ticking.
+
+        Returns:
+            The bound port.
+        """
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._wire_logger.addFilter(self._wire_filter)
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            ping_interval=None,
+            close_timeout=2.0,
+            logger=self._wire_logger,
+        )
+        self._host = host
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        self._ticker = asyncio.create_task(self._run_ticker(), name="aliunid-simulator-ticker")
+        logger.info(
+            "aliunid simulator listening url=%s points=%d interval_s=%g",
+            self.url,
+            len(self.points),
+            self.interval,
+        )
+        return self._port
+
+    async def stop(self) -> None:
+        """Close every connection (1001 going away) and stop listening. Idempotent."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close(close_connections=True)
+            async with asyncio.timeout(10):
+                await server.wait_closed()
+            self._wire_logger.removeFilter(self._wire_filter)
+            logger.info("aliunid simulator stopped port=%d", self._port)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        self._require_started()
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The live endpoint without the key: ``ws://host:port/web/api/.../live``."""
+        self._require_started()
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"ws://{host}:{self._port}{self.path}"
+
+    @property
+    def connections_active(self) -> int:
+        """Open client connections."""
+        return len(self._connections)
+
+    async def drop_connections(self) -> int:
+        """Abort every client connection without a close frame (a network drop).
+
+        Returns:
+            How many connections were dropped.
+        """
+        dropped = list(self._connections)
+        for connection in dropped:
+            connection.transport.abort()
+        logger.info("aliunid simulator dropped connections count=%d", len(dropped))
+        return len(dropped)
+
+    def frames_for(self, connection: int) -> list[str]:
+        """Frames written to one connection (1-based), oldest first."""
+        return [f.text for f in self.sent_frames if f.connection == connection]
+
+    def _require_started(self) -> None:
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+
+    # ------------------------------------------------------------------ protocol
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        target = urlsplit(request.path)
+        if target.path != self.path:
+            self.handshakes_rejected += 1
+            logger.info("handshake refused status=404 path=%s", redact_text(target.path))
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        keys = parse_qs(target.query, keep_blank_values=True).get("apiKey", [])
+        if len(keys) != 1 or not hmac.compare_digest(keys[0].encode(), self._api_key):
+            self.handshakes_rejected += 1
+            logger.info("handshake refused status=401 reason=api key missing or wrong")
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        self.connections_accepted += 1
+        number = self.connections_accepted
+        wanted = _requested_ids(connection)
+        selected = [p for p in self.points if not wanted or p.id in wanted]
+        self._connections.add(connection)
+        sender = asyncio.create_task(self._send_frames(connection, number, selected))
+        try:
+            async for _message in connection:
+                self.client_messages += 1
+                logger.info("client sent a message; disconnecting connection=%d", number)
+                await connection.close(
+                    CloseCode.POLICY_VIOLATION, "client messages are not supported"
+                )
+                break
+        except ConnectionClosed:
+            pass
+        finally:
+            self._connections.discard(connection)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    async def _send_frames(
+        self, connection: ServerConnection, number: int, selected: list[MeasuringPoint]
+    ) -> None:
+        ids = {p.id for p in selected}
+        for point in selected:
+            await self._send(connection, number, self._structure_frame(point))
+        seen = self._published_tick
+        while True:
+            async with self._tick_changed:
+                while self._published_tick == seen:
+                    await self._tick_changed.wait()
+                seen = self._published_tick
+                frames = self._frames
+            for point_id, text in frames:
+                if point_id in ids:
+                    await self._send(connection, number, text)
+
+    async def _send(self, connection: ServerConnection, number: int, text: str) -> None:
+        self.sent_frames.append(SentFrame(number, text))
+        await connection.send(text)
+        self.frames_sent += 1
+
+    async def _run_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > self.interval:
+                next_at = loop.time()  # fell behind (suspended laptop): do not burst
+            frames = self.next_tick_frames()
+            async with self._tick_changed:
+                self._frames = frames
+                self._published_tick = self.tick
+                self._tick_changed.notify_all()
+
+    # ------------------------------------------------------------------ values
+
+    def next_tick_frames(self) -> list[tuple[str, str]]:
+        """Advance the simulation one tick; return ``(point id, frame text)`` for every point.
+
+        Called by the ticker; tests may call it on a simulator that is not started.
+        """
+        self.tick += 1
+        frames: list[tuple[str, str]] = []
+        if self.tick % _STRUCTURE_EVERY_TICKS == 0:
+            frames += [(p.id, self._structure_frame(p)) for p in self.points]
+        for index, point in enumerate(self.points):
+            kw = self._power_kw(index, point)
+            point.kwh_import += kw * self.interval / 3600.0
+            frames.append((point.id, self._data_frame(point, kw)))
+        return frames
+
+    def _power_kw(self, index: int, point: MeasuringPoint) -> float:
+        if index == 0:
+            position = (self.tick - 1) % EV_CYCLE_TICKS
+            if position in EV_HIGH_TICKS:
+                return round(self._rng.uniform(*EV_HIGH_KW), 3)
+            if position in EV_IDLE_TICKS:
+                return 0.0  # no car plugged in
+            return round(self._rng.uniform(*EV_LOW_KW), 3)
+        hour = (8.0 + self.tick / 60.0) % 24.0  # one simulated minute per tick, from 08:00
+        wave = math.cos(2.0 * math.pi * (hour - point.peak_hour) / 24.0)
+        kw = point.base_kw + point.amplitude_kw * wave + self._rng.gauss(0.0, point.noise_kw)
+        return round(min(_OTHER_MAX_KW, max(0.1, kw)), 3)
+
+    def _new_point(self, index: int) -> MeasuringPoint:
+        rng = self._rng
+        ident = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        name = _POINT_NAMES[index] if index < len(_POINT_NAMES) else f"Sub-meter {index}"
+        if index == 0:
+            kwh = round(rng.uniform(2e4, 9e4), 1)
+            return MeasuringPoint(ident, name, 0.0, 0.0, 0.0, 0.0, kwh, [round(kwh / 3, 1)] * 3)
+        base = rng.uniform(6.0, 18.0)
+        point = MeasuringPoint(
+            id=ident,
+            name=name,
+            base_kw=base,
+            amplitude_kw=base * rng.uniform(0.3, 0.6),
+            noise_kw=base * 0.05,
+            peak_hour=rng.uniform(11.0, 18.0),
+            kwh_import=round(rng.uniform(1e3, 5e4), 1),
+        )
+        point.phase_kwh = [round(point.kwh_import / 3, 1)] * 3
+        return point
+
+    def _structure_frame(self, point: MeasuringPoint) -> str:
+        return _dumps({"type": "structure", "id": point.id, "structure": {"name": point.name}})
+
+    def _data_frame(self, point: MeasuringPoint, kw: float) -> str:
+        sys_block: dict[str, Any] = {"kW": kw, "kWh+": round(point.kwh_import, 4)}
+        data: dict[str, Any] = {"sys": sys_block}
+        if self.extended_schema:
+            data.update(self._extended_blocks(point, kw, sys_block))
+        return _dumps({"type": "data", "id": point.id, "data": data})
+
+    def _extended_blocks(
+        self, point: MeasuringPoint, kw: float, sys_block: dict[str, Any]
+    ) -> dict[str, Any]:
+        rng = self._rng
+        power_factor = rng.uniform(0.93, 0.99)
+        kva = kw / power_factor
+        kvar = math.sqrt(max(0.0, kva * kva - kw * kw))
+        point.kvarh += kvar * self.interval / 3600.0
+        sys_block.update(
+            {
+                "Hz": round(50.0 + rng.gauss(0.0, 0.02), 3),
+                "kWh-": 0.0,
+                "kvarh+": round(point.kvarh, 4),
+                "kvarh-": 0.0,
+                "kVA": round(kva, 3),
+                "kvar": round(kvar, 3),
+            }
+        )
+        weights = [rng.uniform(0.8, 1.2) for _ in range(3)]
+        total = sum(weights)
+        blocks: dict[str, Any] = {}
+        for i, (label, phase) in enumerate((("l1", "R"), ("l2", "S"), ("l3", "T"))):
+            share = weights[i] / total
+            phase_kw = kw * share
+            volts = round(rng.uniform(226.0, 234.0), 1)
+            point.phase_kwh[i] += phase_kw * self.interval / 3600.0
+            blocks[label] = {
+                "phase": phase,
+                "V": volts,
+                "A": round(phase_kw * 1000.0 / (volts * power_factor), 2),
+                "kWh+": round(point.phase_kwh[i], 4),
+                "kWh-": 0.0,
+                "kW": round(phase_kw, 3),
+                "kVA": round(kva * share, 3),
+                "kvar": round(kvar * share, 3),
+            }
+        return blocks
+
+
+def _requested_ids(connection: ServerConnection) -> set[str]:
+    request = connection.request
+    if request is None:
+        return set()
+    ids: Iterable[str] = parse_qs(urlsplit(request.path).query).get("id", [])
+    return {i.lower() for i in ids}
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    return orjson.dumps(_js_numbers(document)).decode()
+
+
+def _js_numbers(value: Any) -> Any:
+    """Write whole floats as integers, like ``JSON.stringify`` does (``0.0`` -> ``0``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _js_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_js_numbers(v) for v in value]
+    return value

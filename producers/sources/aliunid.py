@@ -1,0 +1,97 @@
+"""aliunid OPERATOR live data export: URL, envelope and key (see docs/upstreams.md section 1).
+
+The server pushes ``data`` and ``structure`` JSON frames from the moment we connect; the client
+must never send anything (a client message gets it disconnected), so no subscription, no
+application heartbeat and, by default, no WebSocket pings. There is no replay: frames missed
+while disconnected are gone.
+
+Every frame is published unchanged; the Kafka key is the frame's measuring point ``id`` so all
+frames of one point stay in order on one partition. Frames that are not JSON or have no id are
+published with no key: the pipeline dead-letters them, the producer never drops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterable
+from urllib.parse import quote, urlencode
+from uuid import UUID
+
+import orjson
+
+from producers.config import AliunidSource, secrets_of
+from producers.envelope import RawEnvelope, now_ms
+from producers.sink import EnvelopeSink
+from producers.sources.common import websocket_options
+from producers.transports.websocket import WebSocketClient
+
+__all__ = ["KIND", "build_envelope", "build_url", "frame_key", "run_aliunid"]
+
+KIND = "aliunid"
+
+
+def build_url(base_url: str, api_key: str, measuring_points: Iterable[UUID | str] = ()) -> str:
+    """Append ``apiKey`` and one ``id`` per measuring point, percent-encoded.
+
+    Example: ``build_url("wss://h/live", "k", [mp1, mp2])`` ->
+    ``wss://h/live?apiKey=k&id=<mp1>&id=<mp2>``.
+    """
+    params = [("apiKey", api_key), *(("id", str(mp)) for mp in measuring_points)]
+    return f"{base_url}?{urlencode(params, quote_via=quote, safe='')}"
+
+
+def frame_key(frame: str | bytes) -> bytes | None:
+    """The measuring point id of a frame as UTF-8 bytes, or None when there is none.
+
+    A string or integer ``id`` at the top level of a JSON object is the key; anything else
+    (not JSON, not an object, no id, an id of another type) gives None.
+    """
+    try:
+        document = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    ident = document.get("id")
+    if isinstance(ident, bool) or not isinstance(ident, str | int) or ident == "":
+        return None
+    return str(ident).encode()
+
+
+def build_envelope(stream: str, frame: str | bytes, connection: int) -> RawEnvelope:
+    """Wrap a frame unchanged. Binary frames become base64 text with ``meta.encoding``.
+
+    ``meta`` holds only the 1-based connection number (and the encoding): never the URL or key.
+    """
+    meta: dict[str, object] = {"connection": connection}
+    if isinstance(frame, bytes):
+        payload = base64.b64encode(frame).decode("ascii")
+        meta["encoding"] = "base64"
+    else:
+        payload = frame
+    return RawEnvelope(
+        source=KIND, stream=stream, received_at_ms=now_ms(), payload=payload, meta=meta
+    )
+
+
+async def run_aliunid(source: AliunidSource, sink: EnvelopeSink, stop: asyncio.Event) -> None:
+    """Stream one aliunid source into ``sink`` until ``stop`` is set.
+
+    Raises:
+        UpstreamAuthError: the API key was refused (HTTP 401/403).
+        UpstreamRejectedError: the endpoint refused otherwise, e.g. 404 for a wrong business id.
+    """
+    url = build_url(source.url, source.api_key.get_secret_value(), source.measuring_points)
+
+    async def publish(frame: str | bytes, connection: int) -> None:
+        await sink.send(frame_key(frame), build_envelope(source.name, frame, connection))
+
+    client = WebSocketClient(
+        url,
+        publish,
+        name=source.name,
+        options=websocket_options(source),
+        secrets=secrets_of(source),
+    )
+    await client.run(stop)

@@ -1,0 +1,410 @@
+"""A reusable, reconnecting client loop for WebSocket upstreams (websockets >= 13 asyncio API).
+
+:class:`WebSocketClient` connects, hands every frame (``str`` or ``bytes``) to a callback,
+reconnects with :class:`~producers.backoff.Backoff` (reset after a good connection: one that
+delivered a frame or stayed up ``stable_after`` seconds) and stops promptly when its ``stop``
+event is set. It never sends anything unless the source's ``on_open`` hook does.
+
+Failure policy (see :func:`default_status_policy`):
+
+* HTTP 401/403 at the handshake -> :class:`~producers.errors.UpstreamAuthError`, raised at once.
+* Other HTTP 4xx except 408/429 -> :class:`~producers.errors.UpstreamRejectedError`, raised at
+  once: a wrong business id or path (404) is a configuration error that retrying cannot fix, and
+  failing loudly at start-up beats a silent retry loop.
+* HTTP 408/429/5xx, refused or dropped TCP connections, handshake timeouts, protocol errors,
+  closes (any code) and idle timeouts -> logged and retried.
+* Anything the frame callback raises (a failed sink, a bug) propagates unchanged.
+
+Frame size: frames larger than ``max_frame_bytes`` are not handed to the callback; they are
+logged and counted in ``oversized_total`` and the connection is kept. websockets' own
+``max_size`` is set to :data:`MAX_SIZE_FACTOR` times that limit so that an oversized frame can
+be received and reported instead of killing the connection; only frames beyond that hard limit
+make websockets close the connection (code 1009), which is then retried like any other drop.
+The factor bounds memory at ``max_queue`` (16) frames of that size per connection.
+
+Every wait is bounded: the handshake by ``open_timeout``, each receive by ``idle_timeout``
+(when set), the closing handshake by ``close_timeout``, and every delay by ``stop``.
+URLs are only ever logged through :func:`~producers.redact.redact_url`; websockets' own debug
+log (which prints the request line, query string included) goes to the ``...websocket.wire``
+logger, which masks credentials and the secrets passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
+
+from producers.backoff import Backoff
+from producers.errors import SourceConfigError, UpstreamAuthError, UpstreamRejectedError
+from producers.redact import SecretFilter, redact_url
+
+__all__ = [
+    "MAX_SIZE_FACTOR",
+    "FrameHandler",
+    "OpenHandler",
+    "StatusAction",
+    "TransportStats",
+    "WebSocketClient",
+    "WebSocketOptions",
+    "default_status_policy",
+]
+
+logger = logging.getLogger(__name__)
+
+#: websockets' hard ``max_size`` is this many times ``max_frame_bytes`` (see module docstring).
+MAX_SIZE_FACTOR = 4
+
+#: Receives each frame and the 1-based number of the connection it arrived on.
+FrameHandler = Callable[[str | bytes, int], Awaitable[None]]
+#: Runs once per connection before frames are read (subscriptions); may send.
+OpenHandler = Callable[[ClientConnection], Awaitable[None]]
+
+_WIRE_FILTER = SecretFilter(redact_credentials=True)
+_WIRE_LOGGER = logging.getLogger(f"{__name__}.wire")
+_WIRE_LOGGER.addFilter(_WIRE_FILTER)
+logger.addFilter(_WIRE_FILTER)
+
+_T = TypeVar("_T")
+
+
+class StatusAction(enum.Enum):
+    """What to do with an HTTP status that refused the WebSocket handshake."""
+
+    AUTH = "auth"
+    REJECTED = "rejected"
+    RETRY = "retry"
+
+
+def default_status_policy(status: int) -> StatusAction:
+    """401/403 are auth failures, other 4xx except 408/429 are rejections, the rest retry."""
+    if status in (401, 403):
+        return StatusAction.AUTH
+    if 400 <= status < 500 and status not in (408, 429):
+        return StatusAction.REJECTED
+    return StatusAction.RETRY
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSocketOptions:
+    """Connection tuning, all durations in float seconds.
+
+    Attributes:
+        ping_interval: keepalive ping period; None sends no pings.
+        ping_timeout: how long to wait for a pong before dropping the connection.
+        open_timeout: bound on TCP connect + TLS + opening handshake.
+        close_timeout: bound on the closing handshake.
+        idle_timeout: reconnect when no frame arrived for this long; None waits forever.
+        stable_after: a connection up this long counts as good even without frames.
+        max_frame_bytes: larger frames are reported and skipped.
+        backoff_initial, backoff_factor, backoff_max: reconnect delays (full jitter).
+    """
+
+    ping_interval: float | None = None
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 5.0
+    idle_timeout: float | None = None
+    stable_after: float = 10.0
+    max_frame_bytes: int = 1 << 20
+    backoff_initial: float = 0.5
+    backoff_factor: float = 2.0
+    backoff_max: float = 30.0
+
+
+@dataclass
+class TransportStats:
+    """Counters of one client (monotonic)."""
+
+    attempts_total: int = 0
+    connections_total: int = 0
+    frames_total: int = 0
+    oversized_total: int = 0
+    reconnects_total: int = 0
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How one connection attempt ended when it is worth retrying."""
+
+    connected: bool
+    good: bool
+    reason: str
+    retry_after: float | None = None
+
+
+class WebSocketClient:
+    """Keep one WebSocket upstream connected and feed its frames to ``on_frame``.
+
+    Args:
+        url: full URL, credentials included; never logged unredacted.
+        on_frame: awaited for each frame; backpressure propagates to the socket.
+        name: the source name, for logs.
+        options: timeouts, limits and backoff.
+        on_open: optional per-connection hook (subscription frames).
+        secrets: values to mask in websockets' own log lines.
+        status_policy: maps handshake HTTP statuses to auth / rejected / retry.
+        backoff: override the backoff built from ``options`` (tests).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        on_frame: FrameHandler,
+        *,
+        name: str,
+        options: WebSocketOptions | None = None,
+        on_open: OpenHandler | None = None,
+        secrets: Sequence[str] = (),
+        status_policy: Callable[[int], StatusAction] = default_status_policy,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._url = url
+        self.shown_url = redact_url(url)
+        self._on_frame = on_frame
+        self._on_open = on_open
+        self.name = name
+        self.options = options or WebSocketOptions()
+        self._status_policy = status_policy
+        self._backoff = backoff or Backoff(
+            self.options.backoff_initial, self.options.backoff_factor, self.options.backoff_max
+        )
+        self.stats = TransportStats()
+        _WIRE_FILTER.add(secrets)
+        self._redact = _WIRE_FILTER.redact
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect and reconnect until ``stop`` is set.
+
+        Raises:
+            UpstreamAuthError: the handshake was refused with 401/403.
+            UpstreamRejectedError: the handshake was refused with another permanent 4xx.
+            SourceConfigError: the URL is not a valid WebSocket URL.
+            Exception: whatever ``on_frame`` / ``on_open`` raised.
+        """
+        failures = 0
+        while not stop.is_set():
+            failures += 1
+            ended = await _until_stopped(stop, self._connect_and_consume(failures))
+            if ended is None:
+                break
+            if ended.good:
+                self._backoff.reset()
+                failures = 0
+            delay = self._backoff.next_delay()
+            if ended.retry_after is not None:
+                delay = max(delay, min(ended.retry_after, self.options.backoff_max))
+            self.stats.reconnects_total += 1
+            if ended.connected:
+                logger.warning(
+                    "connection lost; reconnecting source=%s url=%s connection=%d "
+                    "delay_s=%.2f reason=%s",
+                    self.name,
+                    self.shown_url,
+                    self.stats.connections_total,
+                    delay,
+                    ended.reason,
+                )
+            else:
+                logger.warning(
+                    "connection failed; retrying source=%s url=%s attempt=%d delay_s=%.2f "
+                    "reason=%s",
+                    self.name,
+                    self.shown_url,
+                    failures,
+                    delay,
+                    ended.reason,
+                )
+            if await _wait_stop(stop, delay):
+                break
+        logger.info("stopped source=%s url=%s", self.name, self.shown_url)
+
+    async def _connect_and_consume(self, attempt: int) -> _Ended:
+        options = self.options
+        self.stats.attempts_total += 1
+        try:
+            websocket = await connect(
+                self._url,
+                open_timeout=options.open_timeout,
+                ping_interval=options.ping_interval,
+                ping_timeout=options.ping_timeout,
+                close_timeout=options.close_timeout,
+                max_size=options.max_frame_bytes * MAX_SIZE_FACTOR,
+                logger=_WIRE_LOGGER,
+            )
+        except InvalidStatus as exc:
+            return self._refused(exc)
+        except InvalidURI as exc:
+            # str(exc) contains the URL with its credentials: do not chain it.
+            raise SourceConfigError(
+                f"source {self.name!r}: invalid WebSocket URL {self.shown_url}: {exc.msg}"
+            ) from None
+        except (OSError, TimeoutError, EOFError, WebSocketException) as exc:
+            return _Ended(connected=False, good=False, reason=self._reason(exc))
+
+        self.stats.connections_total += 1
+        number = self.stats.connections_total
+        loop = asyncio.get_running_loop()
+        opened_at = loop.time()
+        frames = 0
+        logger.info(
+            "connected source=%s url=%s connection=%d attempt=%d",
+            self.name,
+            self.shown_url,
+            number,
+            attempt,
+        )
+        try:
+            if self._on_open is not None:
+                try:
+                    await self._on_open(websocket)
+                except ConnectionClosed as exc:
+                    return self._ended(0, loop.time() - opened_at, self._closed_reason(exc))
+            while True:
+                try:
+                    async with asyncio.timeout(options.idle_timeout):
+                        message = await websocket.recv()
+                except TimeoutError:
+                    reason = f"no frame for {options.idle_timeout:g}s (idle_timeout)"
+                    return self._ended(frames, loop.time() - opened_at, reason)
+                except ConnectionClosed as exc:
+                    reason = self._closed_reason(exc)
+                    return self._ended(frames, loop.time() - opened_at, reason)
+                frames += 1
+                size = _size_bytes(message, options.max_frame_bytes)
+                if size > options.max_frame_bytes:
+                    self.stats.oversized_total += 1
+                    logger.warning(
+                        "frame too large; not published source=%s url=%s connection=%d "
+                        "size_bytes=%d max_frame_bytes=%d oversized_total=%d",
+                        self.name,
+                        self.shown_url,
+                        number,
+                        size,
+                        options.max_frame_bytes,
+                        self.stats.oversized_total,
+                    )
+                    continue
+                self.stats.frames_total += 1
+                await self._on_frame(message, number)
+        finally:
+            await websocket.close()
+
+    def _ended(self, frames: int, uptime: float, reason: str) -> _Ended:
+        good = frames > 0 or uptime >= self.options.stable_after
+        return _Ended(
+            connected=True, good=good, reason=f"{reason} frames={frames} uptime_s={uptime:.1f}"
+        )
+
+    def _refused(self, exc: InvalidStatus) -> _Ended:
+        status = exc.response.status_code
+        action = self._status_policy(status)
+        if action is StatusAction.AUTH:
+            logger.error(
+                "upstream refused the credentials; not retrying source=%s url=%s status=%d",
+                self.name,
+                self.shown_url,
+                status,
+            )
+            raise UpstreamAuthError(
+                f"source {self.name!r}: upstream refused the credentials: HTTP {status} "
+                f"url={self.shown_url}"
+            ) from exc
+        if action is StatusAction.REJECTED:
+            logger.error(
+                "upstream rejected the connection; not retrying source=%s url=%s status=%d",
+                self.name,
+                self.shown_url,
+                status,
+            )
+            raise UpstreamRejectedError(
+                f"source {self.name!r}: upstream rejected the connection: HTTP {status} "
+                f"url={self.shown_url}"
+            ) from exc
+        return _Ended(
+            connected=False,
+            good=False,
+            reason=f"HTTP {status}",
+            retry_after=_retry_after(exc.response.headers),
+        )
+
+    def _closed_reason(self, exc: ConnectionClosed) -> str:
+        if exc.rcvd is not None:
+            text = f"closed by upstream code={exc.rcvd.code}"
+            if exc.rcvd.reason:
+                text += f" close_reason={self._redact(exc.rcvd.reason)!r}"
+            return text
+        if exc.sent is not None:
+            return f"closed by us code={exc.sent.code} close_reason={exc.sent.reason!r}"
+        return "connection dropped without a close frame"
+
+    def _reason(self, exc: BaseException) -> str:
+        return self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def _size_bytes(message: str | bytes, limit: int) -> int:
+    if isinstance(message, bytes):
+        return len(message)
+    # UTF-8 needs at most 4 bytes per code point: skip encoding when it cannot exceed.
+    if len(message) * 4 <= limit:
+        return len(message)
+    return len(message.encode("utf-8", "surrogatepass"))
+
+
+def _retry_after(headers: Headers) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare for WebSocket endpoints, fall back to backoff
+    return seconds if seconds >= 0 else None
+
+
+async def _wait_stop(stop: asyncio.Event, delay: float) -> bool:
+    """Wait ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
+    """Run ``work`` until it finishes or ``stop`` is set (then cancel it and return None).
+
+    Cancelling ``work`` runs its ``finally`` blocks, which close the connection within
+    ``close_timeout``.
+    """
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+        # Wait for the cancelled work to finish its cleanup; exceptions are handled below.
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case we are leaving by cancellation
+    if task.cancelled():
+        return None
+    return task.result()

@@ -1,0 +1,82 @@
+"""Helpers for producer tests over real sockets: a MemorySink, source builder, a runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from producers.config import AliunidSource
+from producers.envelope import RawEnvelope
+from producers.runner import run_source
+from producers.simulators.aliunid import AliunidSimulator
+from producers.sink import EnvelopeSink
+
+BUSINESS = "9bf32959-1fd4-4fa4-83e0-9e9cd80093af"
+# Characters that must be percent-encoded, so a leak of the raw or encoded form is caught.
+API_KEY = "sk-live/7f3a+9c1e=5b2d&x"
+WAIT_TIMEOUT = 10.0
+
+Items = Sequence[tuple[bytes | None, RawEnvelope]]
+
+
+class MemorySink:
+    """Keeps envelopes in memory and lets tests await a condition on them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bytes | None, RawEnvelope]] = []
+        self.flushes = 0
+        self._changed = asyncio.Event()
+
+    async def send(self, key: bytes | None, envelope: RawEnvelope) -> None:
+        self.items.append((key, envelope))
+        self._changed.set()
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def envelopes(self) -> list[RawEnvelope]:
+        return [e for _, e in self.items]
+
+    async def wait_for(
+        self, predicate: Callable[[Items], bool], wait_timeout: float = WAIT_TIMEOUT
+    ) -> None:
+        async with asyncio.timeout(wait_timeout):
+            while not predicate(self.items):
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def aliunid_source(sim: AliunidSimulator, **overrides: Any) -> AliunidSource:
+    """A source for the running simulator, with fast reconnects."""
+    values: dict[str, Any] = {
+        "name": "aliunid-test",
+        "kind": "aliunid",
+        "url": sim.url,
+        "api_key": API_KEY,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "open_timeout": 5.0,
+    }
+    values.update(overrides)
+    return AliunidSource(**values)
+
+
+@contextlib.asynccontextmanager
+async def producing(source: AliunidSource, sink: EnvelopeSink) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a producer for ``source`` during the block; stop it and check it ended cleanly."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_source(source, sink, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        async with asyncio.timeout(WAIT_TIMEOUT):
+            await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
