@@ -1,0 +1,121 @@
+"""Jinja2 templates of rule texts (``summary``, ``description``), sandboxed.
+
+Templates are compiled once, when rules are loaded (:func:`compile_template` caches by source
+text), and rendered per alert transition by :func:`render`, which never raises: an alert with a
+broken text is still an alert.
+
+The environment is Jinja2's ``ImmutableSandboxedEnvironment`` with three tightenings:
+
+- any access to an unsafe attribute (``__class__``, ``__globals__``, ``mro``...) raises
+  ``SecurityError`` at once instead of quietly rendering as empty text, so an escape attempt
+  shows up as the fallback text and in the log;
+- ``*`` and ``**`` refuse results that would be huge (``'x' * 10**9``, ``9 ** 9 ** 9``);
+- undefined names render as empty text, also in chains (``{{ labels.nope.deeper }}``).
+
+Autoescaping is off: the output is plain text, and each notifier escapes for its medium.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = ["TemplateCompileError", "compile_template", "render"]
+
+logger = logging.getLogger(__name__)
+
+MAX_SEQUENCE_REPEAT = 10_000
+"""Largest result length of ``sequence * int`` in a template."""
+MAX_POWER_EXPONENT = 100
+"""Largest exponent of ``**`` in a template."""
+
+
+class TemplateCompileError(ValueError):
+    """A template does not compile.
+
+    Attributes:
+        message: Jinja2's description of the problem.
+        lineno: 1-based line inside the template text.
+    """
+
+    def __init__(self, message: str, lineno: int) -> None:
+        self.message = message
+        self.lineno = lineno
+        super().__init__(f"{message} (template line {lineno})")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, made loud about unsafe attributes and bounded in ``*`` and ``**``."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_POWER_EXPONENT:
+                raise SecurityError(f"exponent above {MAX_POWER_EXPONENT} refused")
+            return operator.pow(left, right)
+        for seq, count in ((left, right), (right, left)):
+            if (
+                isinstance(seq, str | list | tuple)
+                and isinstance(count, int)
+                and len(seq) * count > MAX_SEQUENCE_REPEAT
+            ):
+                raise SecurityError(f"repeating a sequence beyond {MAX_SEQUENCE_REPEAT} refused")
+        return operator.mul(left, right)
+
+
+_ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_template(source: str) -> Template:
+    """Compile template text once; the same text returns the same compiled template.
+
+    Raises:
+        TemplateCompileError: the text is not a valid Jinja2 template.
+    """
+    try:
+        return _ENV.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateCompileError(exc.message or "invalid template", exc.lineno) from None
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def render(template: Template, context: Mapping[str, Any]) -> str:
+    """Render a compiled template; never raises.
+
+    Args:
+        template: from :func:`compile_template`.
+        context: the names the template may use; ``context["rule"]`` names the rule in the
+            fallback text and the log.
+
+    Returns:
+        The rendered text, or ``[template error in rule '<rule>': <ExceptionClass>]`` when
+        rendering failed (sandbox violation, undefined operation, bad filter argument...).
+        The first failure of each rule and exception class is logged as a warning, repeats at
+        debug level, so a broken template cannot flood the log.
+    """
+    try:
+        return template.render(context)
+    except Exception as exc:
+        rule = str(context.get("rule", "?"))
+        kind = type(exc).__name__
+        key = (rule, kind)
+        level = logging.DEBUG if key in _reported else logging.WARNING
+        _reported.add(key)
+        logger.log(level, "template render failed rule=%s error=%s detail=%s", rule, kind, exc)
+        return f"[template error in rule {rule!r}: {kind}]"

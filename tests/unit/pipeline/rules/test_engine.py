@@ -1,0 +1,421 @@
+"""Rule engine: event-time lifecycle, hysteresis, matching, index, templates."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pytest
+from pydantic import TypeAdapter
+
+from pipeline.models import AlertTransition, Measurement
+from pipeline.rules.engine import AlertState, RuleEngine, alert_fingerprint
+from pipeline.rules.schema import Rule, ThresholdRule
+
+ADAPTER: TypeAdapter[ThresholdRule] = TypeAdapter(Rule)
+T0 = 1_700_000_000_000
+
+
+def rule(**overrides: Any) -> ThresholdRule:
+    base: dict[str, Any] = {
+        "name": "power-high",
+        "type": "threshold",
+        "match": {"source": "aliunid", "metric": "sys.kW"},
+        "condition": {"op": ">", "value": 40},
+        "summary": "{{ entity }} {{ state }} {{ value }}",
+    }
+    return ADAPTER.validate_python({**base, **overrides})
+
+
+def meas(
+    value: float,
+    ts_ms: int,
+    *,
+    entity: str = "mp-1",
+    metric: str = "sys.kW",
+    source: str = "aliunid",
+    stream: str = "ev-hub",
+    labels: dict[str, str] | None = None,
+) -> Measurement:
+    return Measurement(source, stream, entity, metric, float(value), "kW", ts_ms, labels or {})
+
+
+class RecordingState(dict[str, AlertState]):
+    """A dict that records every write, to check the engine writes only on change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, str]] = []
+
+    def __setitem__(self, key: str, value: AlertState) -> None:
+        self.writes.append(("set", value.state))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.writes.append(("del", key))
+        super().__delitem__(key)
+
+
+def run(
+    engine: RuleEngine,
+    state: dict[str, AlertState],
+    events: Sequence[tuple[float, int]],
+    **kw: Any,
+) -> list[tuple[int, str]]:
+    """Feed (value, seconds after T0) events; return (seconds, state) of each transition."""
+    out: list[tuple[int, str]] = []
+    for value, seconds in events:
+        for transition in engine.evaluate(state, meas(value, T0 + seconds * 1000, **kw)):
+            out.append((seconds, transition.state))
+    return out
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+def test_instant_fire_and_resolve() -> None:
+    engine = RuleEngine([rule()])
+    state: dict[str, AlertState] = {}
+
+    fired = engine.evaluate(state, meas(41.5, T0))
+    steady = engine.evaluate(state, meas(45, T0 + 1000))
+    resolved = engine.evaluate(state, meas(40, T0 + 2000))
+
+    fingerprint = alert_fingerprint("power-high", "mp-1", {})
+    assert fired == [
+        AlertTransition(
+            fingerprint=fingerprint,
+            rule="power-high",
+            state="firing",
+            entity="mp-1",
+            source="aliunid",
+            stream="ev-hub",
+            metric="sys.kW",
+            value=41.5,
+            severity="warning",
+            ts_ms=T0,
+            summary="mp-1 firing 41.5",
+            description="",
+            channels=("console",),
+            labels={},
+        )
+    ]
+    assert steady == []
+    assert [(t.state, t.value, t.ts_ms, t.summary) for t in resolved] == [
+        ("resolved", 40.0, T0 + 2000, "mp-1 resolved 40.0")
+    ]
+    assert resolved[0].fingerprint == fingerprint
+    assert state == {}
+
+
+def test_for_keeps_pending_until_held_long_enough() -> None:
+    engine = RuleEngine([rule(**{"for": "2s"})])
+    state: dict[str, AlertState] = {}
+
+    assert run(engine, state, [(41, 0), (42, 1)]) == []
+    (entry,) = state.values()
+    assert entry == AlertState("pending", T0, None, 41.0)
+
+    assert run(engine, state, [(43, 2)]) == [(2, "firing")]
+    (entry,) = state.values()
+    assert entry.state == "firing"
+    assert entry.since_ms == T0 + 2000
+
+
+def test_pending_that_breaks_never_fires_and_restarts() -> None:
+    engine = RuleEngine([rule(**{"for": "2s"})])
+    state: dict[str, AlertState] = {}
+
+    assert run(engine, state, [(41, 0), (41, 1), (39, 2)]) == []
+    assert state == {}
+    assert run(engine, state, [(41, 3), (41, 4)]) == []  # only 1 s since the restart
+    assert run(engine, state, [(41, 5)]) == [(5, "firing")]
+
+
+def test_late_event_does_not_count_towards_for() -> None:
+    engine = RuleEngine([rule(**{"for": "2s"})])
+    state: dict[str, AlertState] = {}
+
+    assert run(engine, state, [(41, 10), (41, 5), (41, 11)]) == []
+    assert run(engine, state, [(41, 12)]) == [(12, "firing")]
+
+
+def test_steady_state_repeats_nothing_and_writes_nothing() -> None:
+    engine = RuleEngine([rule(**{"for": "1s"})])
+    state = RecordingState()
+
+    above = [(41.0 + i % 3, i) for i in range(100)]
+    below = [(10.0, 100 + i) for i in range(100)]
+
+    assert run(engine, state, above + below) == [(1, "firing"), (100, "resolved")]
+    assert state.writes == [
+        ("set", "pending"),
+        ("set", "firing"),
+        ("del", alert_fingerprint("power-high", "mp-1", {})),
+    ]
+
+
+def test_hysteresis_holds_firing_between_thresholds() -> None:
+    engine = RuleEngine([rule(clear={"condition": {"op": "<", "value": 35}})])
+    state: dict[str, AlertState] = {}
+
+    events = [(41, 0), (38, 1), (36, 2), (39, 3), (34.9, 4), (38, 5), (41, 6)]
+
+    assert run(engine, state, events) == [(0, "firing"), (4, "resolved"), (6, "firing")]
+
+
+def test_clear_for_needs_clear_condition_to_hold() -> None:
+    engine = RuleEngine([rule(clear={"condition": {"op": "<", "value": 35}, "for": "5s"})])
+    state = RecordingState()
+
+    events = [(41, 0), (30, 1), (30, 3), (38, 4), (30, 5), (30, 9)]
+    assert run(engine, state, events) == [(0, "firing")]  # interrupted at 4 s, restarted at 5 s
+
+    assert run(engine, state, [(30, 10)]) == [(10, "resolved")]
+    fingerprint = alert_fingerprint("power-high", "mp-1", {})
+    assert [w[1] for w in state.writes] == ["firing", "firing", "firing", "firing", fingerprint]
+    assert state == {}
+
+
+def test_default_clear_with_its_own_for() -> None:
+    engine = RuleEngine([rule(clear={"for": "2s"})])
+    state: dict[str, AlertState] = {}
+
+    events = [(41, 0), (40, 1), (40, 2), (40, 3)]
+
+    assert run(engine, state, events) == [(0, "firing"), (3, "resolved")]
+
+
+def test_overlapping_clear_condition_cannot_resolve_while_firing_condition_holds() -> None:
+    engine = RuleEngine([rule(clear={"condition": {"op": ">", "value": 30}})])
+    state: dict[str, AlertState] = {}
+
+    assert run(engine, state, [(41, 0), (50, 1), (35, 2)]) == [(0, "firing"), (2, "resolved")]
+
+
+def test_nan_is_ignored() -> None:
+    engine = RuleEngine([rule()])
+    state: dict[str, AlertState] = {}
+
+    assert run(engine, state, [(41, 0), (math.nan, 1)]) == [(0, "firing")]
+    assert len(state) == 1
+
+
+@pytest.mark.parametrize(
+    ("condition", "events", "expected"),
+    [
+        (
+            {"op": "between", "low": 10, "high": 20},
+            [(5, 0), (10, 1), (20, 2), (20.5, 3), (15, 4)],
+            [(1, "firing"), (3, "resolved"), (4, "firing")],
+        ),
+        (
+            {"op": "outside", "low": 210, "high": 250},
+            [(230, 0), (250, 1), (250.1, 2), (250, 3), (209, 4)],
+            [(2, "firing"), (3, "resolved"), (4, "firing")],
+        ),
+        ({"op": "==", "value": 1}, [(0, 0), (1, 1), (1.5, 2)], [(1, "firing"), (2, "resolved")]),
+        ({"op": "!=", "value": 1}, [(1, 0), (2, 1), (1, 2)], [(1, "firing"), (2, "resolved")]),
+        ({"op": ">=", "value": 5}, [(4, 0), (5, 1), (4.9, 2)], [(1, "firing"), (2, "resolved")]),
+        ({"op": "<", "value": 5}, [(5, 0), (4.9, 1), (5, 2)], [(1, "firing"), (2, "resolved")]),
+        ({"op": "<=", "value": 5}, [(6, 0), (5, 1), (5.1, 2)], [(1, "firing"), (2, "resolved")]),
+    ],
+)
+def test_operators(
+    condition: dict[str, Any],
+    events: Sequence[tuple[float, int]],
+    expected: list[tuple[int, str]],
+) -> None:
+    engine = RuleEngine([rule(condition=condition)])
+
+    assert run(engine, {}, events) == expected
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+
+def test_labels_must_match_and_separate_alerts() -> None:
+    engine = RuleEngine(
+        [rule(match={"source": "aliunid", "metric": "l1.V", "labels": {"phase": "R"}})]
+    )
+    state: dict[str, AlertState] = {}
+
+    other_phase = engine.evaluate(state, meas(300, T0, metric="l1.V", labels={"phase": "S"}))
+    no_labels = engine.evaluate(state, meas(300, T0, metric="l1.V"))
+    r1 = engine.evaluate(state, meas(300, T0, metric="l1.V", labels={"phase": "R"}))
+    r2 = engine.evaluate(state, meas(300, T0, metric="l1.V", labels={"phase": "R", "x": "1"}))
+
+    assert other_phase == []
+    assert no_labels == []
+    assert len(r1) == 1
+    assert len(r2) == 1
+    assert r1[0].fingerprint != r2[0].fingerprint
+    assert r2[0].labels == {"phase": "R", "x": "1"}
+
+
+def test_entity_and_stream_globs() -> None:
+    engine = RuleEngine(
+        [rule(match={"source": "aliunid", "metric": "sys.kW", "entity": "mp-?", "stream": "ev-*"})]
+    )
+
+    def fires(**kw: Any) -> bool:
+        return bool(engine.evaluate({}, meas(50, T0, **kw)))
+
+    assert fires(entity="mp-1", stream="ev-hub")
+    assert fires(entity="mp-2", stream="ev-")
+    assert not fires(entity="mp-10", stream="ev-hub")
+    assert not fires(entity="MP-1", stream="ev-hub")  # case-sensitive
+    assert not fires(entity="mp-1", stream="office")
+
+
+def test_exact_entity_without_glob_characters() -> None:
+    engine = RuleEngine([rule(match={"metric": "sys.kW", "entity": "mp-1"})])
+
+    assert engine.evaluate({}, meas(50, T0, entity="mp-1"))
+    assert not engine.evaluate({}, meas(50, T0, entity="mp-11"))
+
+
+def test_entities_are_independent() -> None:
+    engine = RuleEngine([rule()])
+    state: dict[str, AlertState] = {}
+
+    assert run(engine, state, [(50, 0)], entity="a") == [(0, "firing")]
+    assert run(engine, state, [(50, 0)], entity="b") == [(0, "firing")]
+    assert run(engine, state, [(10, 1)], entity="a") == [(1, "resolved")]
+    assert len(state) == 1
+
+
+def test_index_skips_rules_that_cannot_match() -> None:
+    rules = [
+        rule(name="aliunid-kw"),
+        rule(name="aliunid-v", match={"source": "aliunid", "metric": "l1.V"}),
+        rule(name="nobil-kw", match={"source": "nobil", "metric": "sys.kW"}),
+        rule(name="any-kw", match={"metric": "sys.kW"}),
+        rule(name="any-v", match={"metric": "l1.V"}),
+    ]
+    engine = RuleEngine(rules)
+
+    assert engine.candidates(meas(1, T0)) == ["aliunid-kw", "any-kw"]
+    assert engine.candidates(meas(1, T0, source="nobil")) == ["nobil-kw", "any-kw"]
+    assert engine.candidates(meas(1, T0, source="other", metric="l1.V")) == ["any-v"]
+    assert engine.candidates(meas(1, T0, metric="sys.Hz")) == []
+
+    fired = engine.evaluate({}, meas(50, T0))
+    assert [t.rule for t in fired] == ["aliunid-kw", "any-kw"]
+
+
+def test_many_rules_on_other_metrics_are_never_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = [rule(name=f"r{i}", match={"metric": f"m{i}"}) for i in range(500)]
+    rules.append(rule(name="target"))
+    engine = RuleEngine(rules)
+    stepped: list[str] = []
+    original = RuleEngine._step
+
+    def spy(self: RuleEngine, c: Any, *args: Any) -> None:
+        stepped.append(c.name)
+        original(self, c, *args)
+
+    monkeypatch.setattr(RuleEngine, "_step", spy)
+
+    engine.evaluate({}, meas(50, T0))
+
+    assert stepped == ["target"]
+
+
+# --- transition contents ----------------------------------------------------------------------
+
+
+def test_transition_context_and_labels() -> None:
+    engine = RuleEngine(
+        [
+            rule(
+                name="volt",
+                match={"metric": "l1.V"},
+                condition={"op": "outside", "low": 210, "high": 250},
+                severity="critical",
+                labels={"team": "energy", "phase": "override"},
+                channels=["console", "email"],
+                summary=(
+                    "{{ rule }}|{{ entity }}|{{ source }}|{{ stream }}|{{ metric }}|{{ value }}"
+                    "|{{ unit }}|{{ threshold }}|{{ low }}|{{ high }}|{{ labels.phase }}"
+                    "|{{ state }}|{{ ts_ms }}|{{ severity }}"
+                ),
+                description="{{ op }} {{ labels.team }}",
+            )
+        ]
+    )
+
+    (t,) = engine.evaluate({}, meas(260, T0, metric="l1.V", labels={"phase": "R", "meter": "m1"}))
+
+    assert t.summary == (
+        f"volt|mp-1|aliunid|ev-hub|l1.V|260.0|kW|210..250|210|250|override|firing|{T0}|critical"
+    )
+    assert t.description == "outside energy"
+    assert t.labels == {"phase": "override", "meter": "m1", "team": "energy"}
+    assert t.channels == ("console", "email")
+    assert t.severity == "critical"
+    assert t.fingerprint == alert_fingerprint("volt", "mp-1", {"phase": "R", "meter": "m1"})
+
+
+def test_comparison_threshold_in_context() -> None:
+    engine = RuleEngine([rule(summary="{{ value }} > {{ threshold }}")])
+
+    (t,) = engine.evaluate({}, meas(41, T0))
+
+    assert t.summary == "41.0 > 40"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ labels.__class__.__init__.__globals__ }}",
+    ],
+)
+def test_template_escape_yields_fallback(template: str) -> None:
+    engine = RuleEngine([rule(summary=template, description=template)])
+
+    (t,) = engine.evaluate({}, meas(41, T0))
+
+    assert t.summary == "[template error in rule 'power-high': SecurityError]"
+    assert t.description == t.summary
+    assert t.state == "firing"  # the alert still goes out
+
+
+def test_fingerprint_is_stable_and_label_order_free() -> None:
+    expected = hashlib.blake2b(b"r\x1fe\x1fa\x1f1\x1fb\x1f2", digest_size=8).hexdigest()
+
+    assert alert_fingerprint("r", "e", {"b": "2", "a": "1"}) == expected
+    assert alert_fingerprint("r", "e", {"a": "1", "b": "2"}) == expected
+    assert alert_fingerprint("r", "e", {}) != alert_fingerprint("r", "e2", {})
+    assert len(expected) == 16
+
+
+def test_alert_state_round_trips_as_json() -> None:
+    value = AlertState("firing", T0, T0 + 5, 41.5)
+
+    assert msgspec.json.decode(msgspec.json.encode(value), type=AlertState) == value
+
+
+def test_simulated_aliunid_cycle_with_shipped_rule() -> None:
+    from pathlib import Path
+
+    from pipeline.rules.loader import load_rules
+
+    rules = load_rules([Path(__file__).parents[4] / "rules" / "aliunid.yaml"])
+    engine = RuleEngine(rules)
+    state: dict[str, AlertState] = {}
+    # measuring point 0: ~10 s above 40 kW, then ~10 s below 30 kW, at 1 s interval, twice
+    cycle = [(45.0, s) for s in range(10)] + [(25.0, s) for s in range(10, 20)]
+    events = cycle + [(v, s + 20) for v, s in cycle]
+
+    assert run(engine, state, events) == [
+        (2, "firing"),
+        (10, "resolved"),
+        (22, "firing"),
+        (30, "resolved"),
+    ]
