@@ -3,7 +3,7 @@
 ::
 
     StreamWardenError                   root of every error the pipeline raises on purpose
-    ├── ConfigError                     settings or channel configuration unusable (names the key/variable)
+    ├── ConfigError                     settings or channels unusable (names the key/variable)
     ├── RuleError                       one or more rule files invalid; carries every problem
     ├── BadInputError                   an upstream frame cannot be normalized (goes to dead-letter)
     └── NotifyError                     a notification was not delivered (retryable or permanent)

@@ -1,4 +1,5 @@
-"""Wire records of the pipeline: what flows on ``measurements.v1``, ``alerts.v1`` and ``deadletter.v1``.
+"""Wire records of the pipeline: what flows on ``measurements.v1``, ``alerts.v1`` and the
+dead-letter topic ``deadletter.v1``.
 
 They are msgspec structs so decoding and validation cost microseconds per record; the faust
 agents move them as JSON bytes (``value_serializer="raw"``) and decode in batches.

@@ -1,0 +1,62 @@
+"""Agent ``normalize_raw``: raw envelopes -> canonical measurements, bad frames -> dead letters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from pipeline.agents.deadletter import dead_letter
+from pipeline.errors import BadInputError
+from pipeline.models import encode_record
+from pipeline.normalize import normalize_envelope
+from producers.envelope import decode_envelope
+
+logger = logging.getLogger(__name__)
+
+
+def make_normalize_raw(
+    measurements: Any,
+    deadletter: Any,
+    *,
+    batch_max: int,
+    batch_within: float,
+    counters: dict[str, int],
+) -> Callable[[Any], Awaitable[None]]:
+    """Build the agent function; topics are faust topics with raw serializers."""
+
+    async def normalize_raw(stream: Any) -> None:
+        async for events in stream.take_events(batch_max, within=batch_within):
+            for event in events:
+                try:
+                    envelope = decode_envelope(event.value)
+                    records = normalize_envelope(envelope)
+                except BadInputError as exc:
+                    counters["deadlettered"] += 1
+                    await dead_letter(deadletter, event, stage="normalize", reason=exc.reason)
+                    continue
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    counters["deadlettered"] += 1
+                    await dead_letter(
+                        deadletter, event, stage="normalize", reason=f"not a raw envelope: {exc}"
+                    )
+                    continue
+                except Exception as exc:
+                    # A normalizer bug must not lose the frame nor stop the worker.
+                    logger.exception("normalizer failed unexpectedly topic=%s", event.message.topic)
+                    counters["deadlettered"] += 1
+                    await dead_letter(
+                        deadletter,
+                        event,
+                        stage="normalize",
+                        reason=f"unexpected {type(exc).__name__} in normalizer",
+                    )
+                    continue
+                for record in records:
+                    await measurements.send(key=record.entity.encode(), value=encode_record(record))
+                counters["measurements"] += len(records)
+                counters["raw"] += 1
+
+    return normalize_raw

@@ -1,0 +1,81 @@
+"""A batch-friendly view of a changelog-backed faust table.
+
+faust writes a table's changelog to the partition of the *current* event. Inside
+``stream.take_events`` the current event is the last one buffered, which may come from another
+partition than the event being processed; writing through ``table[key] = value`` there would put
+state on the wrong changelog partition and lose it at the next rebalance. This view is told the
+partition of each event explicitly, keeps the batch's writes in memory, and writes them once at
+the end of the batch (one changelog message per changed key, not per event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, Generic, TypeVar
+
+V = TypeVar("V")
+
+_DELETED = object()
+
+
+class BatchedTableState(MutableMapping[str, V], Generic[V]):
+    """MutableMapping over a faust table whose keys and values are stored as raw bytes.
+
+    Args:
+        table: a faust ``Table`` with ``key_serializer="raw"`` and ``value_serializer="raw"``.
+        encode: value -> bytes.
+        decode: bytes -> value.
+    """
+
+    def __init__(
+        self, table: Any, encode: Callable[[V], bytes], decode: Callable[[bytes], V]
+    ) -> None:
+        self._table = table
+        self._store = table.data
+        self._encode = encode
+        self._decode = decode
+        self._dirty: dict[str, tuple[int, object]] = {}
+        self.partition = 0
+
+    def __getitem__(self, key: str) -> V:
+        pending = self._dirty.get(key)
+        if pending is not None:
+            if pending[1] is _DELETED:
+                raise KeyError(key)
+            return pending[1]  # type: ignore[return-value]
+        raw = self._store.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return self._decode(raw)
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self._dirty[key] = (self.partition, value)
+
+    def __delitem__(self, key: str) -> None:
+        self[key]
+        self._dirty[key] = (self.partition, _DELETED)
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("iterating alert state is not supported: it spans partitions")
+
+    def __len__(self) -> int:
+        raise TypeError("the size of alert state is not known per batch")
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._dirty)
+
+    def flush(self) -> int:
+        """Write the batch's changes to the local store and the changelog; returns how many."""
+        written = len(self._dirty)
+        for key, (partition, value) in self._dirty.items():
+            raw_key = key.encode()
+            if value is _DELETED:
+                self._store.pop(raw_key, None)
+                self._table.send_changelog(partition, raw_key, None)
+            else:
+                raw_value = self._encode(value)  # type: ignore[arg-type]
+                self._store[raw_key] = raw_value
+                self._table.send_changelog(partition, raw_key, raw_value)
+        self._dirty.clear()
+        return written

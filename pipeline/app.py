@@ -1,0 +1,49 @@
+"""Build the faust app: broker, store, topic declaration policy. No autodiscovery, no web server.
+
+The same code runs against real Kafka and the embedded broker; only two things differ, both
+driven by settings: on the embedded broker topics are never declared (it cannot create them, so
+``streamwarden`` creates them through the mock API first), and on real Kafka faust declares
+them with the configured partitions and replication, compacting changelogs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from pipeline.errors import ConfigError
+from pipeline.settings import PipelineSettings
+
+
+def build_app(settings: PipelineSettings) -> faust.App:
+    """A configured, agent-less faust app.
+
+    Raises:
+        ConfigError: ``STREAMWARDEN_KAFKA_BOOTSTRAP`` is not set.
+    """
+    if not settings.kafka_bootstrap.strip():
+        raise ConfigError(
+            "STREAMWARDEN_KAFKA_BOOTSTRAP is not set; set it to your Kafka bootstrap address "
+            "(host:port), or run `streamwarden broker` for an embedded one"
+        )
+    options: dict[str, Any] = {
+        "broker": settings.broker_url(),
+        "store": settings.store,
+        "autodiscover": False,
+        "datadir": str(settings.data_dir),
+        "web_enabled": False,
+        "topic_allow_declare": not settings.kafka_embedded,
+        # We use no on_leader timers; the leader topic would be one more topic to create.
+        "topic_disable_leader": True,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "table_standby_replicas": 0,
+        "broker_commit_every": 10_000,
+        "broker_commit_interval": 1.0,
+    }
+    return faust.App(settings.app_id, **options)
