@@ -32,10 +32,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from streamwarden.process import DIE_WITH_PARENT_ENV, die_with_parent
+
 __all__ = ["EmbeddedBroker", "EmbeddedBrokerError"]
 
 _RD_KAFKA_PRODUCER = 0
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedBrokerError(RuntimeError):
@@ -52,7 +53,9 @@ def _librdkafka_path() -> str:
             "with its dependencies (pip install -e .)"
         ) from exc
     package_dir = Path(confluent_kafka.__file__).resolve().parent
-    candidates = sorted(glob.glob(str(package_dir.parent / "confluent_kafka.libs" / "librdkafka*.so*")))
+    candidates = sorted(
+        glob.glob(str(package_dir.parent / "confluent_kafka.libs" / "librdkafka*.so*"))
+    )
     if not candidates:
         raise EmbeddedBrokerError(
             f"no bundled librdkafka found next to {package_dir}; the embedded broker needs the "
@@ -75,19 +78,32 @@ class _MockCluster:
             ctypes.c_size_t,
         ]
         lib.rd_kafka_new.restype = ctypes.c_void_p
-        lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.rd_kafka_new.argtypes = [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+        ]
         lib.rd_kafka_mock_cluster_new.restype = ctypes.c_void_p
         lib.rd_kafka_mock_cluster_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.rd_kafka_mock_cluster_bootstraps.restype = ctypes.c_char_p
         lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
         lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
-        lib.rd_kafka_mock_topic_create.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        lib.rd_kafka_mock_topic_create.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         lib.rd_kafka_mock_broker_set_down.restype = ctypes.c_int
         lib.rd_kafka_mock_broker_set_down.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         lib.rd_kafka_mock_broker_set_up.restype = ctypes.c_int
         lib.rd_kafka_mock_broker_set_up.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         lib.rd_kafka_mock_group_initial_rebalance_delay_ms.restype = None
-        lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int32,
+        ]
         lib.rd_kafka_mock_cluster_destroy.restype = None
         lib.rd_kafka_mock_cluster_destroy.argtypes = [ctypes.c_void_p]
         lib.rd_kafka_destroy.restype = None
@@ -100,7 +116,9 @@ class _MockCluster:
         lib.rd_kafka_conf_set(conf, b"log_level", b"3", errbuf, len(errbuf))
         self._rk = lib.rd_kafka_new(_RD_KAFKA_PRODUCER, conf, errbuf, len(errbuf))
         if not self._rk:
-            raise EmbeddedBrokerError(f"rd_kafka_new failed: {errbuf.value.decode(errors='replace')}")
+            raise EmbeddedBrokerError(
+                f"rd_kafka_new failed: {errbuf.value.decode(errors='replace')}"
+            )
         self._mc = lib.rd_kafka_mock_cluster_new(self._rk, broker_count)
         if not self._mc:
             raise EmbeddedBrokerError("rd_kafka_mock_cluster_new failed")
@@ -129,17 +147,9 @@ class _MockCluster:
         self._lib.rd_kafka_destroy(self._rk)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent exits (no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except OSError:  # pragma: no cover - exotic libc
-            pass
-
-
-def serve(stdin: IO[str], stdout: IO[str], *, broker_count: int = 1, rebalance_delay_ms: int = 500) -> None:
+def serve(
+    stdin: IO[str], stdout: IO[str], *, broker_count: int = 1, rebalance_delay_ms: int = 500
+) -> None:
     """Child side: run the mock cluster and answer JSON-line commands until EOF or ``stop``.
 
     Commands: ``{"op": "create_topics", "topics": {name: partitions}}``, ``{"op": "down"}``,
@@ -199,6 +209,7 @@ class EmbeddedBroker:
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str] = queue.Queue()
+        self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
         self._bootstrap: str | None = None
 
@@ -229,11 +240,16 @@ class EmbeddedBroker:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            env={**os.environ, DIE_WITH_PARENT_ENV: str(os.getpid())},
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
         )
-        threading.Thread(
-            target=self._pump_lines, args=(self._proc.stdout,), name="embedded-broker-reader", daemon=True
-        ).start()
+        self._reader = threading.Thread(
+            target=self._pump_lines,
+            args=(self._proc.stdout,),
+            name="embedded-broker-reader",
+            daemon=True,
+        )
+        self._reader.start()
         first = self._read_line(self._start_timeout)
         try:
             self._bootstrap = str(json.loads(first)["bootstrap"])
@@ -298,6 +314,14 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        finally:
+            if self._reader is not None:
+                self._reader.join(timeout)
+                self._reader = None
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+            self._lines = queue.Queue()
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()
@@ -316,10 +340,12 @@ def main(argv: list[str] | None = None) -> None:
     """Child entry point (``python -m streamwarden.embedded_broker``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Serve librdkafka's mock Kafka cluster (child process).")
+    parser = argparse.ArgumentParser(
+        description="Serve librdkafka's mock Kafka cluster (child process)."
+    )
     parser.add_argument("--rebalance-delay-ms", type=int, default=500)
     args = parser.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     serve(sys.stdin, sys.stdout, rebalance_delay_ms=args.rebalance_delay_ms)

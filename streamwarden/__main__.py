@@ -1,0 +1,5 @@
+"""``python -m streamwarden`` is the ``streamwarden`` command."""
+
+from streamwarden.cli import main
+
+main()

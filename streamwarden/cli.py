@@ -1,0 +1,318 @@
+"""The ``streamwarden`` command: the demo, and each part on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from streamwarden.process import DIE_WITH_PARENT_ENV, die_with_parent
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str, code: int = 1) -> None:
+    """Print a user-facing error (one or more lines) and exit; never a traceback."""
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """StreamWarden: alerting rules over live energy, EV-charging and IoT streams.
+
+    Producers bring upstream messages into Kafka; the worker normalizes them, evaluates the
+    rules in rules/ and sends notifications through apprise.
+    """
+    if os.environ.get(DIE_WITH_PARENT_ENV):
+        die_with_parent()
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Stop after this many seconds (default: run until Ctrl-C).",
+)
+@click.option(
+    "--alerts-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append each delivered notification to this file as one JSON line.",
+)
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Rule file or folder (default: the rules/ folder of this checkout).",
+)
+def demo(duration: float | None, alerts_out: Path | None, rules_path: Path | None) -> None:
+    """Run everything locally: embedded Kafka, upstream simulator, producer, worker.
+
+    Notifications print to this terminal through the built-in console channel.
+    """
+    from streamwarden.demo import default_rules_path, run_demo
+
+    code = run_demo(
+        duration=duration,
+        alerts_out=alerts_out,
+        rules_path=rules_path or default_rules_path(),
+        out=sys.stdout,
+    )
+    sys.exit(code)
+
+
+@main.command()
+def worker() -> None:
+    """Run the stream-processing worker (normalize, evaluate rules, notify).
+
+    Reads STREAMWARDEN_* variables: KAFKA_BOOTSTRAP (required), KAFKA_EMBEDDED, RULES_PATH,
+    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, STORE, LOG_LEVEL.
+    """
+    from pipeline.errors import ConfigError, RuleError
+    from pipeline.settings import PipelineSettings
+    from pipeline.worker import load_config, run_worker
+
+    settings = PipelineSettings()
+    _setup_logging(settings.log_level)
+    try:
+        engine, channels = load_config(settings)
+    except RuleError as exc:
+        _fail(str(exc))
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+    if not settings.kafka_bootstrap:
+        _fail(
+            "configuration error: STREAMWARDEN_KAFKA_BOOTSTRAP is not set; "
+            "set it to host:port of Kafka"
+        )
+    run_worker(settings, engine, channels)
+
+
+@main.command()
+@click.argument("name")
+def produce(name: str) -> None:
+    """Run the producer of source NAME from the sources file into Kafka.
+
+    Reads STREAMWARDEN_KAFKA_BOOTSTRAP (required), STREAMWARDEN_SOURCES_FILE (default
+    sources.yaml) and the variables the sources file references.
+    """
+    from producers.config import find_source, load_sources, secrets_of
+    from producers.errors import ProducerError
+    from producers.redact import install_secret_filter
+    from producers.runner import run_source
+    from producers.settings import ProducerSettings
+    from producers.sink import KafkaSink
+
+    settings = ProducerSettings()
+    _setup_logging(settings.log_level)
+    try:
+        source = find_source(load_sources(settings.sources_file), name)
+    except ProducerError as exc:
+        _fail(f"configuration error: {exc}")
+    if not settings.kafka_bootstrap:
+        _fail(
+            "configuration error: STREAMWARDEN_KAFKA_BOOTSTRAP is not set; "
+            "set it to host:port of Kafka"
+        )
+    install_secret_filter(secrets_of(source))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sink = KafkaSink(
+            settings.kafka_bootstrap,
+            buffer_max_messages=settings.buffer_max_messages,
+            client_id=f"streamwarden-{name}",
+        )
+        try:
+            await run_source(source, sink, stop)
+        finally:
+            await sink.close()
+
+    try:
+        asyncio.run(run())
+    except ProducerError as exc:
+        _fail(f"producer {name!r} stopped: {exc}")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL file to append envelopes to.",
+)
+@click.option("--max-messages", type=int, default=None, help="Stop after this many frames.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+def record(name: str, out_path: Path, max_messages: int | None, duration: float | None) -> None:
+    """Record source NAME's frames to a JSONL file (the replay format) instead of Kafka."""
+    from producers.config import find_source, load_sources, secrets_of
+    from producers.errors import ProducerError
+    from producers.redact import install_secret_filter
+    from producers.runner import run_source
+    from producers.settings import ProducerSettings
+    from producers.sink import JsonlSink
+
+    settings = ProducerSettings()
+    _setup_logging(settings.log_level)
+    try:
+        source = find_source(load_sources(settings.sources_file), name)
+    except ProducerError as exc:
+        _fail(f"configuration error: {exc}")
+    install_secret_filter(secrets_of(source))
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        sink = JsonlSink(out_path, max_messages=max_messages)
+        full_watch = asyncio.create_task(sink.full.wait())
+        full_watch.add_done_callback(lambda _t: stop.set())
+        try:
+            await run_source(source, sink, stop)
+        finally:
+            full_watch.cancel()
+            await sink.close()
+        return sink.written_total
+
+    try:
+        written = asyncio.run(run())
+    except ProducerError as exc:
+        _fail(f"recording {name!r} stopped: {exc}")
+    click.echo(f"recorded {written} frames to {out_path}")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["aliunid"]))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=0, show_default=True, help="Port (0 picks a free one).")
+@click.option("--business-id", default="9bf32959-1fd4-4fa4-83e0-9e9cd80093af", show_default=True)
+@click.option(
+    "--api-key",
+    envvar="STREAMWARDEN_SIMULATOR_API_KEY",
+    default="demo-api-key",
+    show_default=False,
+    help="Key clients must present (env STREAMWARDEN_SIMULATOR_API_KEY; default demo-api-key).",
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds between data frames per point.",
+)
+@click.option("--seed", type=int, default=None, help="Random seed for reproducible values.")
+def simulate(
+    kind: str,
+    host: str,
+    port: int,
+    business_id: str,
+    api_key: str,
+    interval: float,
+    seed: int | None,
+) -> None:
+    """Serve a local simulator of upstream KIND speaking its real protocol.
+
+    Prints the URL clients connect to (without the key) as its first stdout line.
+    """
+    from producers.simulators import SIMULATORS
+
+    _setup_logging(os.environ.get("STREAMWARDEN_LOG_LEVEL", "INFO"))
+    simulator_cls = SIMULATORS[kind]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        simulator = simulator_cls(business_id, api_key, interval=interval, seed=seed)
+        await simulator.start(host, port)
+        click.echo(simulator.url)
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await simulator.stop()
+
+    asyncio.run(run())
+
+
+@main.command()
+@click.option("--partitions", type=int, default=8, show_default=True)
+@click.option("--app-id", default="streamwarden", show_default=True)
+def broker(partitions: int, app_id: str) -> None:
+    """Run an embedded Kafka broker (librdkafka's mock cluster) with every topic created.
+
+    Prints the variables to export for `streamwarden worker` and `streamwarden produce`.
+    Nothing is kept on disk; stop with Ctrl-C.
+    """
+    import threading
+
+    from pipeline.topics import all_topics
+    from streamwarden.embedded_broker import EmbeddedBroker
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with EmbeddedBroker() as embedded:
+        embedded.create_topics({t.name: t.partitions for t in all_topics(app_id, partitions)})
+        click.echo(f"export STREAMWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+        click.echo("export STREAMWARDEN_KAFKA_EMBEDDED=true")
+        click.echo(f"export STREAMWARDEN_PARTITIONS={partitions}")
+        click.echo(f"export STREAMWARDEN_APP_ID={app_id}")
+        sys.stdout.flush()
+        done.wait()
+
+
+@main.group()
+def rules() -> None:
+    """Work with rule files."""
+
+
+@rules.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--channels-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Channels file (default: STREAMWARDEN_CHANNELS_FILE); without one, only the "
+    "built-in console channel exists.",
+)
+def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
+    """Validate rule files; print every problem as file:line: what is wrong; exit 1 if any."""
+    from pipeline.errors import ConfigError, RuleError
+    from pipeline.notify.channels import channel_names
+    from pipeline.rules.loader import load_rules
+
+    if channels_file is None and os.environ.get("STREAMWARDEN_CHANNELS_FILE"):
+        channels_file = Path(os.environ["STREAMWARDEN_CHANNELS_FILE"])
+    try:
+        known = channel_names(channels_file)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+    try:
+        loaded = load_rules(list(paths), known_channels=known)
+    except RuleError as exc:
+        _fail(str(exc))
+    click.echo(f"{len(loaded)} rules OK")
