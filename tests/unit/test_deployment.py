@@ -1,0 +1,92 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it is consistent with the code.
+
+Every StreamWarden service's command must be a real CLI command, and every variable it sets must
+be one the code reads: a settings field, a CLI envvar, or a ``${VAR}``/``url_env`` reference in
+the config files the service mounts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import yaml
+
+from pipeline.settings import PipelineSettings
+from producers.settings import ProducerSettings
+from streamwarden.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _streamwarden_services() -> dict[str, dict[str, object]]:
+    return {
+        name: s
+        for name, s in COMPOSE["services"].items()
+        if s.get("image", "").startswith("streamwarden")
+    }
+
+
+def _cli_envvars() -> set[str]:
+    names: set[str] = set()
+
+    def walk(command: click.Command) -> None:
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            if isinstance(envvar, str):
+                names.add(envvar)
+        if isinstance(command, click.Group):
+            for sub in command.commands.values():
+                walk(sub)
+
+    walk(main)
+    return names
+
+
+def _config_references() -> set[str]:
+    text = "".join(p.read_text() for p in (ROOT / "deploy").glob("*.yaml"))
+    return set(re.findall(r"\$\{([A-Z0-9_]+)\}", text)) | set(
+        re.findall(r"url_env:\s*([A-Z0-9_]+)", text)
+    )
+
+
+def test_kafka_is_pinned_apache_kafka_in_kraft_mode() -> None:
+    kafka = COMPOSE["services"]["kafka"]
+    assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", kafka["image"])
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "zookeeper" not in str(COMPOSE).lower()
+
+
+def test_every_command_exists_in_the_cli() -> None:
+    services = _streamwarden_services()
+    assert {"worker", "producer-aliunid", "aliunid-simulator"} <= set(services)
+    for name, service in services.items():
+        args = list(service["command"])  # type: ignore[call-overload]
+        ctx = main.make_context("streamwarden", args, resilient_parsing=True)
+        sub = main.get_command(ctx, args[0])
+        assert sub is not None, f"{name}: no command {args[0]!r}"
+        sub.make_context(args[0], args[1:])  # raises on unknown options or bad values
+
+
+def test_every_variable_is_read_by_the_code() -> None:
+    settings_vars = {
+        f"STREAMWARDEN_{field.upper()}"
+        for model in (PipelineSettings, ProducerSettings)
+        for field in model.model_fields
+    }
+    known = settings_vars | _cli_envvars() | _config_references()
+    for name, service in _streamwarden_services().items():
+        for variable in service.get("environment", {}):  # type: ignore[attr-defined]
+            assert variable in known, f"{name}: {variable} is read by nothing"
+
+
+def test_mounted_config_files_exist_and_rules_path_is_shipped() -> None:
+    worker = COMPOSE["services"]["worker"]["environment"]
+    assert worker["STREAMWARDEN_RULES_PATH"] == "/app/rules"
+    assert worker["STREAMWARDEN_KAFKA_EMBEDDED"] == "false"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY rules ./rules" in dockerfile and "COPY deploy ./deploy" in dockerfile
+    for path in ("deploy/sources.yaml", "deploy/channels.yaml"):
+        assert (ROOT / path).exists()
