@@ -16,8 +16,10 @@ from producers.envelope import RawEnvelope
 __all__ = [
     "AlertTransition",
     "DeadLetter",
+    "CanonicalRecord",
     "Measurement",
     "RawEnvelope",
+    "StateEvent",
     "decode_measurement",
     "encode_record",
 ]
@@ -45,6 +47,38 @@ class Measurement(msgspec.Struct, frozen=True):
     unit: str
     ts_ms: int
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class StateEvent(msgspec.Struct, frozen=True):
+    """A discrete state of an entity changed (connector status, device online, sensor state).
+
+    Normalizers emit one only when the value changed, where they can know it (the producer
+    passes the previous snapshot in ``meta``); otherwise ``previous`` is None and rules that
+    ask for a change compare with the state they remember.
+
+    Attributes:
+        source, stream: where it came from.
+        entity: the thing whose state this is (e.g. ``NOR_01333/0`` for a Nobil connector);
+            Kafka key on ``states.v1``.
+        name: which state (``status``, ``error``, ``connectivity``...).
+        value: the new state, as text (``available``, ``error``, ``offline``...).
+        previous: the state before, when known.
+        ts_ms: event time in epoch ms.
+        labels: extra identifying facts.
+    """
+
+    source: str
+    stream: str
+    entity: str
+    name: str
+    value: str
+    previous: str | None
+    ts_ms: int
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+CanonicalRecord = Measurement | StateEvent
+"""What a normalizer returns: numbers go to ``measurements.v1``, states to ``states.v1``."""
 
 
 class AlertTransition(msgspec.Struct, frozen=True):
@@ -102,10 +136,11 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.json.Encoder()
 _measurement_decoder = msgspec.json.Decoder(Measurement)
+_state_event_decoder = msgspec.json.Decoder(StateEvent)
 _alert_decoder = msgspec.json.Decoder(AlertTransition)
 
 
-def encode_record(record: Measurement | AlertTransition | DeadLetter) -> bytes:
+def encode_record(record: Measurement | StateEvent | AlertTransition | DeadLetter) -> bytes:
     """Serialize any pipeline record to JSON bytes."""
     return _encoder.encode(record)
 
@@ -113,6 +148,11 @@ def encode_record(record: Measurement | AlertTransition | DeadLetter) -> bytes:
 def decode_measurement(data: bytes) -> Measurement:
     """Parse a ``measurements.v1`` value."""
     return _measurement_decoder.decode(data)
+
+
+def decode_state_event(data: bytes) -> StateEvent:
+    """Parse a ``states.v1`` value."""
+    return _state_event_decoder.decode(data)
 
 
 def decode_alert(data: bytes) -> AlertTransition:

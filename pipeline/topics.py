@@ -15,6 +15,7 @@ UPSTREAM_KINDS: tuple[str, ...] = ("aliunid",)
 """Upstream families the worker consumes. Each has a ``raw.<kind>.v1`` topic."""
 
 MEASUREMENTS_TOPIC = "measurements.v1"
+STATES_TOPIC = "states.v1"
 ALERTS_TOPIC = "alerts.v1"
 DEADLETTER_TOPIC = "deadletter.v1"
 
@@ -49,7 +50,7 @@ def all_topics(app_id: str, partitions: int) -> list[TopicSpec]:
     The embedded broker cannot create topics on request, so this list is what it creates up
     front; on real Kafka, faust declares the same topics itself.
     """
-    names = [*raw_topics(), MEASUREMENTS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    names = [*raw_topics(), MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
     specs = [TopicSpec(name, partitions) for name in names]
     specs += [TopicSpec(changelog_topic(app_id, t), partitions, compacted=True) for t in TABLES]
     return specs

@@ -27,6 +27,7 @@ from pipeline.topics import (
     ALERTS_TOPIC,
     DEADLETTER_TOPIC,
     MEASUREMENTS_TOPIC,
+    STATES_TOPIC,
     raw_topics,
 )
 from producers.redact import install_secret_filter
@@ -72,6 +73,7 @@ def build_worker(
 
     raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)
     measurements = topic(MEASUREMENTS_TOPIC)
+    states = topic(STATES_TOPIC)
     alerts = topic(ALERTS_TOPIC)
     deadletter = topic(DEADLETTER_TOPIC)
     table = app.Table(
@@ -86,7 +88,12 @@ def build_worker(
     counters: dict[str, int] = parts.counters
     app.agent(raw, name="normalize_raw")(
         make_normalize_raw(
-            measurements, deadletter, batch_max=batch_max, batch_within=within, counters=counters
+            measurements,
+            states,
+            deadletter,
+            batch_max=batch_max,
+            batch_within=within,
+            counters=counters,
         )
     )
     app.agent(measurements, name="evaluate_rules")(

@@ -42,25 +42,26 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 from uuid import UUID
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 from pydantic_core import ErrorDetails
 
 from producers.errors import SourceConfigError, SourceProblem
 from producers.redact import redact_url
+from producers.sources.base import (
+    SourceBase,
+    check_websocket_url,
+)
 
 __all__ = [
     "AliunidSource",
@@ -71,57 +72,6 @@ __all__ = [
     "secrets_of",
     "source_kinds",
 ]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_FORMS = "use seconds (e.g. 30) or forms like 500ms, 30s, 5m, 1h"
-
-
-def _to_seconds(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
-
-
-def _strict_int(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{value!r} is not a whole number")
-    return value
-
-
-#: Positive duration in float seconds; YAML accepts numbers or ``500ms``/``30s``/``5m``/``1h``.
-Seconds = Annotated[float, BeforeValidator(_to_seconds), Field(gt=0)]
-
-_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-class SourceBase(BaseModel):
-    """Keys every source kind shares (connection tuning and identity)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-    name: str = Field(pattern=_NAME_PATTERN)
-    ping_interval: Seconds | None = None
-    open_timeout: Seconds = 10.0
-    idle_timeout: Seconds | None = 300.0
-    stable_after: Seconds = 10.0
-    backoff_initial: Seconds = 0.5
-    backoff_max: Seconds = 30.0
-    max_frame_bytes: Annotated[int, BeforeValidator(_strict_int), Field(ge=1)] = 1 << 20
-
-    @field_validator("backoff_max")
-    @classmethod
-    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
-        initial = info.data.get("backoff_initial")
-        if isinstance(initial, float) and value < initial:
-            raise ValueError(f"must be at least backoff_initial ({initial:g}s), got {value:g}s")
-        return value
 
 
 class AliunidSource(SourceBase):
@@ -142,15 +92,7 @@ class AliunidSource(SourceBase):
     @field_validator("url")
     @classmethod
     def _websocket_url(cls, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(
-                f"{redact_url(value)!r} is not a WebSocket URL; use ws://host/path or "
-                "wss://host/path"
-            )
+        parts = check_websocket_url(value)
         if parts.query or parts.fragment:
             raise ValueError(
                 f"{redact_url(value)!r} must not have a query string or fragment; put the key in "

@@ -10,7 +10,7 @@ import msgspec
 
 from pipeline.agents.deadletter import dead_letter
 from pipeline.errors import BadInputError
-from pipeline.models import encode_record
+from pipeline.models import Measurement, encode_record
 from pipeline.normalize import normalize_envelope
 from producers.envelope import decode_envelope
 
@@ -19,13 +19,18 @@ logger = logging.getLogger(__name__)
 
 def make_normalize_raw(
     measurements: Any,
+    states: Any,
     deadletter: Any,
     *,
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
 ) -> Callable[[Any], Awaitable[None]]:
-    """Build the agent function; topics are faust topics with raw serializers."""
+    """Build the agent function; topics are faust topics with raw serializers.
+
+    Measurements go to ``measurements``, state events to ``states``, both keyed by entity so
+    one entity's records stay in order on one partition number of each.
+    """
 
     async def normalize_raw(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within=batch_within):
@@ -55,7 +60,8 @@ def make_normalize_raw(
                     )
                     continue
                 for record in records:
-                    await measurements.send(key=record.entity.encode(), value=encode_record(record))
+                    target = measurements if isinstance(record, Measurement) else states
+                    await target.send(key=record.entity.encode(), value=encode_record(record))
                 counters["measurements"] += len(records)
                 counters["raw"] += 1
 

@@ -7,15 +7,15 @@ to :data:`NORMALIZERS`. Normalizers never import faust; they raise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pipeline.errors import BadInputError
-from pipeline.models import Measurement, RawEnvelope
+from pipeline.models import CanonicalRecord, RawEnvelope
 from pipeline.normalize import aliunid
 
 __all__ = ["NORMALIZERS", "Normalizer", "normalize_envelope"]
 
-Normalizer = Callable[[RawEnvelope], list[Measurement]]
+Normalizer = Callable[[RawEnvelope], Sequence[CanonicalRecord]]
 
 NORMALIZERS: dict[str, Normalizer] = {
     "aliunid": aliunid.normalize,
@@ -23,7 +23,7 @@ NORMALIZERS: dict[str, Normalizer] = {
 """Normalizer of each upstream family, keyed by ``RawEnvelope.source``."""
 
 
-def normalize_envelope(envelope: RawEnvelope) -> list[Measurement]:
+def normalize_envelope(envelope: RawEnvelope) -> Sequence[CanonicalRecord]:
     """Normalize an envelope with the normalizer registered for its source.
 
     Raises:

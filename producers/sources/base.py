@@ -1,0 +1,81 @@
+"""What every source kind shares: connection tuning keys and value types of the sources file.
+
+Kind-specific models live next to their runner in ``producers/sources/<kind>.py`` and subclass
+:class:`SourceBase`; :mod:`producers.config` puts them in the ``kind`` union.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from producers.redact import redact_url
+
+__all__ = ["Seconds", "SourceBase", "check_websocket_url"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_FORMS = "use seconds (e.g. 30) or forms like 500ms, 30s, 5m, 1h"
+
+
+def _to_seconds(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
+
+
+def _strict_int(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a whole number")
+    return value
+
+
+#: Positive duration in float seconds; YAML accepts numbers or ``500ms``/``30s``/``5m``/``1h``.
+Seconds = Annotated[float, BeforeValidator(_to_seconds), Field(gt=0)]
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class SourceBase(BaseModel):
+    """Keys every source kind shares (connection tuning and identity)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    ping_interval: Seconds | None = None
+    open_timeout: Seconds = 10.0
+    idle_timeout: Seconds | None = 300.0
+    stable_after: Seconds = 10.0
+    backoff_initial: Seconds = 0.5
+    backoff_max: Seconds = 30.0
+    max_frame_bytes: Annotated[int, BeforeValidator(_strict_int), Field(ge=1)] = 1 << 20
+
+    @field_validator("backoff_max")
+    @classmethod
+    def _backoff_order(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("backoff_initial")
+        if isinstance(initial, float) and value < initial:
+            raise ValueError(f"must be at least backoff_initial ({initial:g}s), got {value:g}s")
+        return value
+
+
+def check_websocket_url(value: str) -> SplitResult:
+    """Parse a ``ws://``/``wss://`` URL or raise ValueError with a redacted, actionable message."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(
+            f"{redact_url(value)!r} is not a WebSocket URL; use ws://host/path or wss://host/path"
+        )
+    return parts
