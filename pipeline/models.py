@@ -15,8 +15,8 @@ from producers.envelope import RawEnvelope
 
 __all__ = [
     "AlertTransition",
-    "DeadLetter",
     "CanonicalRecord",
+    "DeadLetter",
     "Measurement",
     "RawEnvelope",
     "StateEvent",
