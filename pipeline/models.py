@@ -88,8 +88,9 @@ class AlertTransition(msgspec.Struct, frozen=True):
         fingerprint: stable identity of the alert (rule + entity + labels).
         rule: rule name.
         state: ``firing`` or ``resolved``.
-        entity, source, stream, metric: what the alert is about.
-        value: the value that caused the transition.
+        entity, source, stream, metric: what the alert is about (``metric`` is the state name
+            for state rules).
+        value: the value that caused the transition (text for state rules).
         severity: rule severity.
         ts_ms: event time of the transition.
         summary: rendered summary text.
@@ -105,7 +106,7 @@ class AlertTransition(msgspec.Struct, frozen=True):
     source: str
     stream: str
     metric: str
-    value: float
+    value: float | str
     severity: str
     ts_ms: int
     summary: str = ""

@@ -49,7 +49,7 @@ class Delivery(msgspec.Struct, frozen=True):
     entity: str
     source: str
     metric: str
-    value: float
+    value: float | str
     severity: str
     ts_ms: int
     title: str
@@ -64,9 +64,8 @@ def render_title(alert: AlertTransition) -> str:
 def render_body(alert: AlertTransition) -> str:
     """Body: the rule's rendered summary and description, then the facts."""
     parts = [alert.summary, alert.description] if alert.description else [alert.summary]
-    parts.append(
-        f"value={alert.value:g} metric={alert.metric} source={alert.source} ts_ms={alert.ts_ms}"
-    )
+    value = f"{alert.value:g}" if isinstance(alert.value, float | int) else alert.value
+    parts.append(f"value={value} metric={alert.metric} source={alert.source} ts_ms={alert.ts_ms}")
     return "\n".join(p for p in parts if p)
 
 
