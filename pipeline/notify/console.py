@@ -1,4 +1,4 @@
-"""The ``console://`` apprise scheme: print notifications to the worker's standard output.
+"""The ``console://`` and ``null://`` apprise schemes: print notifications to stdout, or drop them.
 
 The demo needs a notification sink a person can watch without any account or server. Making it
 an apprise plugin (rather than a special case in the sender) means it goes through exactly the
@@ -26,3 +26,19 @@ def _print_notification(body: str, title: str, notify_type: str, *args: Any, **k
 
 def register() -> None:
     """Importing this module registers the scheme; this function makes the intent explicit."""
+
+
+NULL_SCHEME = "null"
+null_deliveries = 0
+"""How many notifications this process discarded through ``null://``."""
+
+
+@notify(on=NULL_SCHEME, name="StreamWarden null sink")  # type: ignore[no-untyped-call,untyped-decorator]
+def _discard_notification(
+    body: str, title: str, notify_type: str, *args: Any, **kwargs: Any
+) -> bool:
+    """Accept and drop a notification: a channel for benchmarks and dry runs that still goes
+    through apprise and the whole delivery path, but talks to nobody."""
+    global null_deliveries
+    null_deliveries += 1
+    return True
