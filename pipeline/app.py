@@ -45,5 +45,11 @@ def build_app(settings: PipelineSettings) -> faust.App:
         "table_standby_replicas": 0,
         "broker_commit_every": 10_000,
         "broker_commit_interval": 1.0,
+        # Batch produce requests: with linger 0 every send is its own request, and the worker
+        # spends its time in Kafka round trips (measured: ~700 events/s).
+        "producer_linger": settings.producer_linger_ms / 1000,
+        "producer_max_batch_size": 256 * 1024,
+        "broker_max_poll_records": 5000,
+        "consumer_max_fetch_size": 4 * 1024 * 1024,
     }
     return faust.App(settings.app_id, **options)

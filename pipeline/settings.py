@@ -30,6 +30,8 @@ class PipelineSettings(BaseSettings):
         log_level: Python logging level name.
         batch_max: most events an agent takes in one batch.
         batch_within: seconds an agent waits to fill a batch; bounds added latency per hop.
+        producer_linger_ms: how long the Kafka producer waits to fill a batch (latency per hop
+            against fewer, larger produce requests).
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
@@ -47,6 +49,7 @@ class PipelineSettings(BaseSettings):
     log_level: str = "INFO"
     batch_max: int = Field(default=1000, ge=1)
     batch_within: float = Field(default=0.02, gt=0)
+    producer_linger_ms: int = Field(default=5, ge=0, le=1000)
 
     def broker_url(self) -> str:
         """faust broker URL (``kafka://h1:p1;h2:p2``) from the comma-separated bootstrap list."""
