@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from producers.envelope import raw_topic
 
-UPSTREAM_KINDS: tuple[str, ...] = ("aliunid",)
+UPSTREAM_KINDS: tuple[str, ...] = ("aliunid", "nobil", "element", "valtronics", "hemis")
 """Upstream families the worker consumes. Each has a ``raw.<kind>.v1`` topic."""
 
 MEASUREMENTS_TOPIC = "measurements.v1"

@@ -62,6 +62,10 @@ from producers.sources.base import (
     SourceBase,
     check_websocket_url,
 )
+from producers.sources.element import ElementSource
+from producers.sources.hemis import HemisSource
+from producers.sources.nobil import NobilSource
+from producers.sources.valtronics import ValtronicsSource
 
 __all__ = [
     "AliunidSource",
@@ -102,7 +106,10 @@ class AliunidSource(SourceBase):
 
 
 #: Any source entry; ``kind`` selects the model.
-SourceConfig = Annotated[AliunidSource, Field(discriminator="kind")]
+SourceConfig = Annotated[
+    AliunidSource | NobilSource | ElementSource | ValtronicsSource | HemisSource,
+    Field(discriminator="kind"),
+]
 
 _SOURCE_ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfig)
 

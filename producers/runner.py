@@ -16,6 +16,10 @@ from producers.config import SourceConfig, source_kinds
 from producers.errors import SinkError, SourceConfigError
 from producers.sink import EnvelopeSink
 from producers.sources.aliunid import run_aliunid
+from producers.sources.element import run_element
+from producers.sources.hemis import run_hemis
+from producers.sources.nobil import run_nobil
+from producers.sources.valtronics import run_valtronics
 
 __all__ = ["RUNNERS", "SourceRunner", "run_source"]
 
@@ -26,6 +30,10 @@ SourceRunner = Callable[[Any, EnvelopeSink, asyncio.Event], Awaitable[None]]
 
 RUNNERS: dict[str, SourceRunner] = {
     "aliunid": run_aliunid,
+    "nobil": run_nobil,
+    "element": run_element,
+    "valtronics": run_valtronics,
+    "hemis": run_hemis,
 }
 
 

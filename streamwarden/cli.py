@@ -203,57 +203,63 @@ def record(name: str, out_path: Path, max_messages: int | None, duration: float 
     click.echo(f"recorded {written} frames to {out_path}")
 
 
+def _family_names() -> list[str]:
+    from streamwarden.families import FAMILIES
+
+    return list(FAMILIES)
+
+
 @main.command()
-@click.argument("kind", type=click.Choice(["aliunid"]))
+@click.argument("kinds", nargs=-1, required=True, type=click.Choice(_family_names()))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=0, show_default=True, help="Port (0 picks a free one).")
-@click.option("--business-id", default="9bf32959-1fd4-4fa4-83e0-9e9cd80093af", show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Port (0 picks a free one; one kind only).",
+)
 @click.option(
     "--api-key",
     envvar="STREAMWARDEN_SIMULATOR_API_KEY",
     default="demo-api-key",
     show_default=False,
-    help="Key clients must present (env STREAMWARDEN_SIMULATOR_API_KEY; default demo-api-key).",
+    help="Credential clients must present (env STREAMWARDEN_SIMULATOR_API_KEY).",
 )
 @click.option(
-    "--interval",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Seconds between data frames per point.",
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between ticks."
 )
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible values.")
 def simulate(
-    kind: str,
-    host: str,
-    port: int,
-    business_id: str,
-    api_key: str,
-    interval: float,
-    seed: int | None,
+    kinds: tuple[str, ...], host: str, port: int, api_key: str, interval: float, seed: int | None
 ) -> None:
-    """Serve a local simulator of upstream KIND speaking its real protocol.
+    """Serve local simulators of upstream KINDS, each speaking its vendor's real protocol.
 
-    Prints the URL clients connect to (without the key) as its first stdout line.
+    Prints one line per kind, "KIND URL", with the URL clients connect to (never the key).
     """
-    from producers.simulators import SIMULATORS
+    from streamwarden.families import FAMILIES
 
     _setup_logging(os.environ.get("STREAMWARDEN_LOG_LEVEL", "INFO"))
-    simulator_cls = SIMULATORS[kind]
+    if port and len(kinds) > 1:
+        _fail("--port works with one kind only; leave it at 0 to pick free ports")
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        simulator = simulator_cls(business_id, api_key, interval=interval, seed=seed)
-        await simulator.start(host, port)
-        click.echo(simulator.url)
-        sys.stdout.flush()
+        simulators = []
         try:
+            for kind in kinds:
+                simulator = FAMILIES[kind].make(api_key, interval, seed)
+                await simulator.start(host, port)
+                simulators.append(simulator)
+                click.echo(f"{kind} {simulator.url}")
+            sys.stdout.flush()
             await stop.wait()
         finally:
-            await simulator.stop()
+            for simulator in simulators:
+                await simulator.stop()
 
     asyncio.run(run())
 

@@ -21,6 +21,9 @@ _DELETED = object()
 class BatchedTableState(MutableMapping[str, V], Generic[V]):
     """MutableMapping over a faust table whose keys and values are stored as raw bytes.
 
+    Set :attr:`partition` before writes that belong to an event (the event's partition) and
+    call :meth:`flush` at the end of each batch; one view may live as long as the agent.
+
     Args:
         table: a faust ``Table`` with ``key_serializer="raw"`` and ``value_serializer="raw"``.
         encode: value -> bytes.
@@ -56,10 +59,21 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
         self._dirty[key] = (self.partition, _DELETED)
 
     def __iter__(self) -> Iterator[str]:
-        raise TypeError("iterating alert state is not supported: it spans partitions")
+        """Every key held locally (the partitions this worker owns), pending writes included.
+
+        Costs a scan of the local store: for rebuilding timers after an assignment, not per
+        event.
+        """
+        keys = {k.decode() if isinstance(k, bytes) else str(k) for k in list(self._store.keys())}
+        for key, (_partition, value) in self._dirty.items():
+            if value is _DELETED:
+                keys.discard(key)
+            else:
+                keys.add(key)
+        return iter(sorted(keys))
 
     def __len__(self) -> int:
-        raise TypeError("the size of alert state is not known per batch")
+        return sum(1 for _ in self)
 
     @property
     def pending_writes(self) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, RawEnvelope
-from pipeline.normalize import aliunid
+from pipeline.normalize import aliunid, element, hemis, nobil, valtronics
 
 __all__ = ["NORMALIZERS", "Normalizer", "normalize_envelope"]
 
@@ -19,6 +19,10 @@ Normalizer = Callable[[RawEnvelope], Sequence[CanonicalRecord]]
 
 NORMALIZERS: dict[str, Normalizer] = {
     "aliunid": aliunid.normalize,
+    "nobil": nobil.normalize,
+    "element": element.normalize,
+    "valtronics": valtronics.normalize,
+    "hemis": hemis.normalize,
 }
 """Normalizer of each upstream family, keyed by ``RawEnvelope.source``."""
 

@@ -7,8 +7,12 @@ secret file named in ``channels.yaml``::
     channels:
       ops-email:
         url_env: STREAMWARDEN_CHANNEL_OPS_EMAIL      # an apprise URL, e.g. mailtos://...
+        format: html                                  # optional; default from the scheme
       team-slack:
         url_file: /run/secrets/team_slack_url
+
+The rest of the file (routes, grouping, mute windows, inhibition, silences, templates) is
+described and validated in :mod:`pipeline.alerting.config`.
 
 The built-in ``console`` channel (``console://``) prints to the worker's standard output.
 """
@@ -22,14 +26,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apprise
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from pipeline.alerting.config import (
+    CONSOLE_CHANNEL,
+    AlertingConfig,
+    ChannelSettings,
+    ChannelsFile,
+    ChannelSpec,
+    format_for_url,
+    load_config,
+)
 from pipeline.errors import ConfigError
 from pipeline.notify import console
+from pipeline.notify.templates import ChannelTemplates, Format
 from producers.redact import SecretFilter, install_secret_filter
 
-CONSOLE_CHANNEL = "console"
+__all__ = [
+    "CONSOLE_CHANNEL",
+    "Channel",
+    "ChannelSpec",
+    "ChannelsFile",
+    "channel_names",
+    "channel_templates",
+    "guard_logs",
+    "load_channels",
+    "load_channels_from",
+    "resolve_url",
+    "url_secrets",
+]
 
 # apprise and urllib3 log the URLs they call at DEBUG (a Slack webhook path *is* its token).
 _LIBRARY_LOGGERS = ("apprise", "urllib3", "urllib3.connectionpool")
@@ -63,34 +87,23 @@ def guard_logs(urls: list[str]) -> None:
     install_secret_filter(secrets)
 
 
-class ChannelSpec(BaseModel):
-    """One channel entry of ``channels.yaml``: exactly one of ``url_env`` or ``url_file``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url_env: str | None = None
-    url_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ChannelSpec:
-        if (self.url_env is None) == (self.url_file is None):
-            raise ValueError("set exactly one of url_env (a variable name) or url_file (a path)")
-        return self
-
-
-class ChannelsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: dict[str, ChannelSpec]
-
-
 @dataclass(frozen=True)
 class Channel:
-    """A loaded channel. ``url`` is secret: use :attr:`name` in every message."""
+    """A loaded channel. ``url`` is secret: use :attr:`name` in every message.
+
+    Attributes:
+        name: channel name.
+        url: the apprise URL (secret).
+        apprise: an apprise instance holding only this URL.
+        format: body format (explicit in channels.yaml, else from the URL scheme).
+        settings: delivery settings from channels.yaml.
+    """
 
     name: str
     url: str = field(repr=False)
     apprise: apprise.Apprise = field(repr=False, compare=False)
+    format: Format = "text"
+    settings: ChannelSettings | None = field(default=None, compare=False)
 
 
 def _load_apprise(name: str, url: str) -> apprise.Apprise:
@@ -105,7 +118,13 @@ def _load_apprise(name: str, url: str) -> apprise.Apprise:
     return target
 
 
-def _resolve_url(name: str, spec: ChannelSpec, env: Mapping[str, str]) -> str:
+def resolve_url(name: str, spec: ChannelSpec, env: Mapping[str, str], base: Path | None) -> str:
+    """The apprise URL of a channel entry (secret: never log or print it).
+
+    Raises:
+        ConfigError: the variable is unset or the file unreadable or empty (named, never
+            quoted).
+    """
     if spec.url_env is not None:
         value = env.get(spec.url_env, "").strip()
         if not value:
@@ -114,71 +133,94 @@ def _resolve_url(name: str, spec: ChannelSpec, env: Mapping[str, str]) -> str:
                 "set it to the channel's apprise URL"
             )
         return value
-    assert spec.url_file is not None
+    if spec.url_file is None:  # pragma: no cover - the schema requires one source
+        raise ConfigError(f"channel {name!r}: no url_env or url_file")
+    path = Path(spec.url_file)
+    if not path.is_absolute() and base is not None:
+        path = base / path
     try:
-        value = spec.url_file.read_text(encoding="utf-8").strip()
+        value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(
-            f"channel {name!r}: cannot read url_file {spec.url_file}: {exc.strerror}"
+            f"channel {name!r}: cannot read url_file {path}: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"channel {name!r}: url_file {path} is not UTF-8 text") from None
     if not value:
-        raise ConfigError(f"channel {name!r}: url_file {spec.url_file} is empty")
+        raise ConfigError(f"channel {name!r}: url_file {path} is empty")
     return value
 
 
-def _parse_channels_file(path: Path) -> ChannelsFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read channels file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML") from None
-    try:
-        return ChannelsFile.model_validate(raw)
-    except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None
-
-
 def channel_names(path: Path | None) -> set[str]:
-    """Names of the channels a rule may use, without resolving any secret URL."""
-    names = {CONSOLE_CHANNEL}
-    if path is not None:
-        names |= set(_parse_channels_file(path).channels)
-    return names
+    """Names of the channels a rule may use, without resolving any secret URL.
+
+    Raises:
+        ConfigError: the channels file is invalid (every problem, with file and line).
+    """
+    return set(load_config(path).channels)
 
 
 def load_channels(path: Path | None, env: Mapping[str, str] | None = None) -> dict[str, Channel]:
     """Load the channels file (or only the built-in console channel when ``path`` is None).
 
     Raises:
-        ConfigError: every problem found, one per line, naming the channel and the variable.
+        ConfigError: every problem found, one per line, naming the file, line, channel and
+            variable; never a URL.
+    """
+    return load_channels_from(load_config(path), env)
+
+
+def load_channels_from(
+    config: AlertingConfig, env: Mapping[str, str] | None = None
+) -> dict[str, Channel]:
+    """Resolve every channel's URL of a loaded configuration and check apprise can load it.
+
+    Raises:
+        ConfigError: every channel that cannot be loaded, one per line.
     """
     env = os.environ if env is None else env
     channels = {
         CONSOLE_CHANNEL: Channel(
-            CONSOLE_CHANNEL, "console://", _load_apprise(CONSOLE_CHANNEL, "console://")
+            CONSOLE_CHANNEL,
+            "console://",
+            _load_apprise(CONSOLE_CHANNEL, "console://"),
+            "text",
+            config.channel(CONSOLE_CHANNEL),
         )
     }
-    if path is None:
-        return channels
-    parsed = _parse_channels_file(path)
+    base = config.path.parent if config.path is not None else None
     problems: list[str] = []
-    for name, spec in parsed.channels.items():
-        if name == CONSOLE_CHANNEL:
-            problems.append(f"{path}: channel {name!r} is built in; choose another name")
-            continue
+    for name, spec in config.spec.channels.items():
         try:
-            url = _resolve_url(name, spec, env)
+            url = resolve_url(name, spec, env, base)
             guard_logs([url])  # before apprise parses it: its parser logs too
-            channels[name] = Channel(name, url, _load_apprise(name, url))
+            settings = config.channel(name)
+            channels[name] = Channel(
+                name,
+                url,
+                _load_apprise(name, url),
+                settings.format or format_for_url(url),
+                settings,
+            )
         except ConfigError as exc:
-            problems.append(f"{path}: {exc}")
+            line = config.lines.get(name)
+            where = f"{config.path}:{line}" if line is not None else f"{config.path}"
+            problems.append(f"{where}: {exc}")
     if problems:
         raise ConfigError("\n".join(problems))
     guard_logs([c.url for c in channels.values()])
     return channels
+
+
+def channel_templates(channels: Mapping[str, Channel]) -> dict[str, ChannelTemplates]:
+    """Format and template overrides of each loaded channel, for a
+    :class:`~pipeline.notify.templates.Renderer`."""
+    out: dict[str, ChannelTemplates] = {}
+    for name, channel in channels.items():
+        settings = channel.settings
+        out[name] = ChannelTemplates(
+            format=channel.format,
+            title=settings.title_template if settings is not None else None,
+            body=settings.body_template if settings is not None else None,
+        )
+    return out

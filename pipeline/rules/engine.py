@@ -1,65 +1,129 @@
-"""Rule evaluation: plain Python, one measurement at a time, event time only.
+"""Rule evaluation: plain Python, event time only, state held by the caller.
 
-:class:`RuleEngine` turns validated rules into small compiled matchers, indexed by
-``(source, metric)`` (plus a bucket per metric for rules without ``source``), so an event only
-meets rules that could match it. :meth:`RuleEngine.evaluate` reads and updates alert state in
-a caller-owned mapping (a dict in tests, a faust table in the worker) and returns the
-transitions to announce.
+:class:`RuleEngine` turns validated rules into evaluators (one class per rule type, from the
+registry :data:`~pipeline.rules.evaluators.EVALUATORS`) and indexes them by
+``(source, metric)`` for measurements and ``(source, state name)`` for state events, plus a
+bucket per name for rules without ``source``, so the cost of a record does not grow with
+rules that cannot match it (:meth:`RuleEngine.candidates`). Nothing here reads a clock or
+imports faust.
 
-Lifecycle of one alert (one rule, one entity, one set of record labels)::
+State
+    One :data:`~pipeline.rules.state.EngineState` entry per alert, under its fingerprint
+    ``alert_fingerprint(rule, entity, record labels)``, in a caller-owned
+    ``MutableMapping[str, EngineState]`` (a dict in tests, a changelog table in the worker,
+    stored with :func:`encode_state` / :func:`decode_state`). The engine never iterates it,
+    and writes an entry only when it changed: a steady threshold alert costs one read per
+    record; window and absence entries change with every record they accept (that is their
+    content), so the worker's batching turns those into one write per entity and batch.
 
-    ok --condition true--> pending --held for `for`--> firing --clear held for clear.for--> ok
-     ^                        |                                                    (resolved)
-     +----condition false-----+
+Alert lifecycle
+    ok -> pending -> firing -> ok, with ``for`` and ``clear.for`` deadlines: see
+    :mod:`pipeline.rules.lifecycle`. Threshold rules observe each measurement, state rules
+    each state event, aggregate rules each window result, absence rules fire at
+    ``last seen + after`` and resolve with the next record.
 
-- ``for: 0s`` goes from ok straight to firing on the first true event.
-- Time is the measurement's ``ts_ms``; nothing here reads a clock. An event older than the
-  pending start does not count towards ``for``.
-- ``ok`` is not stored: the entry is deleted, so state only holds alerts in progress.
-- State is written only when it changes: a steady firing alert costs a read per event.
-- Without ``clear``, a firing alert resolves when its condition is false (after
-  ``clear.for`` if given). With ``clear.condition`` (hysteresis) it resolves when that is
-  true and the firing condition is not.
-- NaN values are ignored (they compare false with everything and would resolve alerts).
+Watermarks, floors and lateness
+    Each entry has a *floor*: records of its entity with an earlier event time are *late*.
+    A late record is counted (``counters["late"]``, ``late_by_rule[rule]``), logged (the first
+    per rule, then every :data:`LATE_LOG_EVERY`-th) and otherwise ignored: it changes no state.
+
+    - threshold and state rules keep no history, so the floor is the event time of the
+      entry's last change (or just after its last applied deadline): a record older than
+      that cannot be placed. Without an entry (ok threshold alert) nothing is late.
+    - tumbling/hopping: the *watermark* is the latest event time accepted for the entity; a
+      window ``[start, end)`` closes once ``watermark >= end + grace`` (or a timer says so);
+      a record is late when the first window holding it has closed, i.e. its pane ended
+      ``grace`` or more before the watermark, or it is before the end of a window the entry
+      already closed. A record late for one window is late for all (never half-counted).
+    - sliding: late when older than ``watermark - grace``, or too old for any window still to
+      come (``<= watermark - size``), or not after the last applied deadline.
+    - absence: late when older than ``last seen - grace``, or not after the time it fired.
+
+Deadlines and timers
+    Entries that must change without a record expose a *due time* (:meth:`deadline`), the
+    clock value at which :meth:`expire` must run: ``bound + grace`` where ``bound`` is the
+    first event time that can no longer change the outcome: ``end`` of a window,
+    ``deadline + 1`` of a pending/clearing alert (the deadline itself is inclusive),
+    ``last_seen + after + 1`` for absence. Waiting ``grace`` lets records up to ``grace``
+    late still count. A transition made at a deadline carries the deadline's event time
+    (window end, ``since + for``, ``last_seen + after``), never the clock, and applying a
+    deadline raises the floor past it, so a straggler cannot contradict it afterwards.
+
+    The same entry changes the same way whether a deadline is applied by :meth:`expire` or
+    found overdue by the next record of the entity (:meth:`evaluate` applies deadlines before
+    the record, in event-time order); :mod:`pipeline.rules.runtime` builds on that to make
+    live and replay agree.
+
+Reload
+    Every entry carries :func:`rule_hash` of the definition that wrote it: the evaluation
+    fields (type, match, condition, window, aggregate, for, clear, after, equals, changes,
+    grace), not the texts, severity, labels or channels, whose edits keep state. An entry
+    with another hash (or another rule's tag) is treated as absent, with one exception: an
+    alert that was firing stays firing (since and value kept, everything else reset) so it
+    resolves under the new definition instead of being left firing downstream for ever.
+    Entries of rules that no longer exist are deleted when a timer or
+    :meth:`RuleRuntime.rebuild <pipeline.rules.runtime.RuleRuntime.rebuild>` meets them
+    (their :meth:`deadline` is 0: due at once); no transition is announced for them.
+
+Templates
+    ``summary`` and ``description`` see ``rule``, ``type``, ``entity``, ``source``,
+    ``stream``, ``metric`` (the state name for state rules), ``value``, ``unit``, ``labels``,
+    ``state`` (firing/resolved), ``ts_ms``, ``severity``; with a condition ``op``,
+    ``threshold`` (and ``low``, ``high`` for ranges); aggregate rules ``aggregate`` (``avg``,
+    ``p95``...), ``window`` (kind), ``window_size``, ``window_start_ms``, ``window_end_ms``
+    (of the window the value comes from); absence rules ``after``, ``last_seen_ms``; state
+    rules ``previous`` (the state before) and ``expected`` (the state the rule is about).
+
+NaN measurements are ignored (they compare false with everything and would resolve alerts).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import operator
-import re
-from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Literal
-
-import msgspec
-from jinja2 import Template
+import logging
+from collections import Counter
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final
 
 from pipeline.models import AlertTransition, Measurement
-from pipeline.rules.schema import Comparison, Condition, Range, Rule
-from pipeline.rules.templates import compile_template, render
+from pipeline.rules.evaluators import AnyEvaluator, Record, make_evaluator, rule_hash
+from pipeline.rules.schema import Rule
+from pipeline.rules.state import (
+    AbsenceState,
+    AlertState,
+    EngineState,
+    Phase,
+    StateFormatError,
+    Subject,
+    WindowState,
+    decode_state,
+    encode_state,
+)
 
-__all__ = ["AlertState", "RuleEngine", "alert_fingerprint"]
+__all__ = [
+    "LATE_LOG_EVERY",
+    "STALE_DUE_MS",
+    "AbsenceState",
+    "AlertState",
+    "EngineState",
+    "Phase",
+    "Record",
+    "RuleEngine",
+    "StateFormatError",
+    "Subject",
+    "WindowState",
+    "alert_fingerprint",
+    "decode_state",
+    "encode_state",
+    "rule_hash",
+]
 
+logger = logging.getLogger(__name__)
 
-class AlertState(msgspec.Struct, frozen=True):
-    """State of one alert in progress, stored under its fingerprint.
-
-    Attributes:
-        state: ``pending`` (condition true, waiting for ``for``) or ``firing``; ``ok`` is never
-            stored by the engine (the entry is deleted) but is accepted when read.
-        since_ms: event time the current state began (pending: when the condition first held;
-            firing: when it fired).
-        clear_since_ms: while firing, event time the clear condition began to hold; ``None``
-            when it does not hold.
-        last_value: the value of the measurement that caused the last change of this entry.
-    """
-
-    state: Literal["ok", "pending", "firing"]
-    since_ms: int
-    clear_since_ms: int | None = None
-    last_value: float = 0.0
+LATE_LOG_EVERY: Final = 1000
+"""After the first late record of a rule is logged, every this-many-th is."""
+STALE_DUE_MS: Final = 0
+"""Due time of an entry written by another definition or a removed rule: at once."""
 
 
 def alert_fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
@@ -71,263 +135,187 @@ def alert_fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
 
 
-Predicate = Callable[[float], bool]
-StrMatcher = Callable[[str], bool] | None
-
-
-def _predicate(condition: Condition) -> Predicate:
-    if isinstance(condition, Comparison):
-        compare = _COMPARE[condition.op]
-        threshold = condition.value
-        return lambda value: compare(value, threshold)
-    low, high = condition.low, condition.high
-    if condition.op == "between":
-        return lambda value: low <= value <= high
-    return lambda value: value < low or value > high
-
-
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-
-
-def _glob(pattern: str) -> StrMatcher:
-    """Matcher for a glob; None when it matches everything (the common ``*``)."""
-    if pattern == "*":
-        return None
-    if not any(c in pattern for c in "*?["):
-        return pattern.__eq__
-    regex = re.compile(fnmatch.translate(pattern))
-    return lambda text: regex.match(text) is not None
-
-
-def _as_written(number: float) -> float | int:
-    """``40.0`` -> ``40``: YAML ``value: 40`` should render as 40 in templates, not 40.0."""
-    return int(number) if float(number).is_integer() else number
-
-
-def _threshold_context(condition: Condition) -> dict[str, Any]:
-    if isinstance(condition, Range):
-        return {
-            "op": condition.op,
-            "threshold": f"{condition.low:g}..{condition.high:g}",
-            "low": _as_written(condition.low),
-            "high": _as_written(condition.high),
-        }
-    return {"op": condition.op, "threshold": _as_written(condition.value)}
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """One rule, prepared for the hot path."""
-
-    rule: Rule
-    name: str
-    stream: StrMatcher
-    entity: StrMatcher
-    labels: tuple[tuple[str, str], ...]
-    fires: Predicate
-    clears: Predicate
-    for_ms: int
-    clear_for_ms: int
-    summary: Template
-    description: Template | None
-    channels: tuple[str, ...]
-    extra_context: dict[str, Any]
-
-    def matches(self, m: Measurement) -> bool:
-        if self.stream is not None and not self.stream(m.stream):
-            return False
-        if self.entity is not None and not self.entity(m.entity):
-            return False
-        if self.labels:
-            record = m.labels
-            for key, value in self.labels:
-                if record.get(key) != value:
-                    return False
-        return True
-
-
-def _compile(rule: Rule) -> _Compiled:
-    fires = _predicate(rule.condition)
-    clear = rule.clear
-    clears: Predicate
-    if clear is not None and clear.condition is not None:
-        clear_condition = _predicate(clear.condition)
-
-        def clears(value: float) -> bool:
-            return clear_condition(value) and not fires(value)
-
-    else:
-
-        def clears(value: float) -> bool:
-            return not fires(value)
-
-    return _Compiled(
-        rule=rule,
-        name=rule.name,
-        stream=_glob(rule.match.stream),
-        entity=_glob(rule.match.entity),
-        labels=tuple(sorted(rule.match.labels.items())),
-        fires=fires,
-        clears=clears,
-        for_ms=_ms(rule.for_),
-        clear_for_ms=_ms(clear.for_) if clear is not None else 0,
-        summary=compile_template(rule.summary),
-        description=compile_template(rule.description) if rule.description else None,
-        channels=tuple(rule.channels),
-        extra_context=_threshold_context(rule.condition),
-    )
-
-
-def _ms(duration: Any) -> int:
-    return int(duration.total_seconds() * 1000)
-
-
 class RuleEngine:
-    """Evaluates measurements against rules.
+    """Evaluates measurements and state events against rules.
 
     Args:
         rules: validated rules (from :func:`pipeline.rules.loader.load_rules`). Templates
             are compiled here, once.
+
+    Attributes:
+        counters: ``late`` (records ignored as late), ``stale`` (entries of another
+            definition met), ``expired`` (entries changed by a timer).
+        late_by_rule: late records per rule name.
     """
 
     def __init__(self, rules: Iterable[Rule]) -> None:
-        self._rules: list[_Compiled] = [_compile(rule) for rule in rules]
-        self._by_source: dict[tuple[str, str], list[_Compiled]] = {}
-        self._any_source: dict[str, list[_Compiled]] = {}
-        for compiled in self._rules:
-            source = compiled.rule.match.source
-            metric = compiled.rule.match.metric
-            if source is None:
-                self._any_source.setdefault(metric, []).append(compiled)
+        self._evaluators: list[AnyEvaluator] = [make_evaluator(rule) for rule in rules]
+        self._by_name: dict[str, AnyEvaluator] = {ev.name: ev for ev in self._evaluators}
+        self._by_source: dict[tuple[str, str, str], list[AnyEvaluator]] = {}
+        self._any_source: dict[tuple[str, str], list[AnyEvaluator]] = {}
+        for ev in self._evaluators:
+            if ev.source is None:
+                self._any_source.setdefault((ev.kind, ev.match_name), []).append(ev)
             else:
-                self._by_source.setdefault((source, metric), []).append(compiled)
+                self._by_source.setdefault((ev.kind, ev.source, ev.match_name), []).append(ev)
+        self.counters: Counter[str] = Counter()
+        self.late_by_rule: Counter[str] = Counter()
 
     @property
     def rules(self) -> list[Rule]:
         """The rules, in the order given."""
-        return [compiled.rule for compiled in self._rules]
+        return [ev.rule for ev in self._evaluators]
 
-    def candidates(self, m: Measurement) -> list[str]:
-        """Names of the rules the index hands to ``m`` before globs and labels are checked."""
-        return [
-            c.name
-            for c in (
-                *self._by_source.get((m.source, m.metric), ()),
-                *self._any_source.get(m.metric, ()),
-            )
-        ]
+    def rule_hashes(self) -> dict[str, int]:
+        """Rule name -> :func:`rule_hash`."""
+        return {ev.name: ev.hash for ev in self._evaluators}
+
+    def reload(self, rules: Iterable[Rule]) -> RuleEngine:
+        """A new engine for ``rules`` that reads the same state (counters carry over).
+
+        State of rules whose :func:`rule_hash` is unchanged is kept as it is; state of changed
+        rules is treated as absent except a firing alert, which stays firing; state of
+        removed rules is deleted when a timer or a rebuild meets it. Nothing needs migrating:
+        the hash in every entry decides.
+        """
+        engine = RuleEngine(rules)
+        engine.counters.update(self.counters)
+        engine.late_by_rule.update(self.late_by_rule)
+        old, new = self.rule_hashes(), engine.rule_hashes()
+        logger.info(
+            "rules reloaded unchanged=%d changed=%d added=%d removed=%d",
+            sum(1 for n, h in new.items() if old.get(n) == h),
+            sum(1 for n, h in new.items() if n in old and old[n] != h),
+            sum(1 for n in new if n not in old),
+            sum(1 for n in old if n not in new),
+        )
+        return engine
+
+    def _candidates(self, record: Record) -> tuple[AnyEvaluator, ...]:
+        if isinstance(record, Measurement):
+            kind, name = "measurement", record.metric
+        else:
+            kind, name = "state", record.name
+        return (
+            *self._by_source.get((kind, record.source, name), ()),
+            *self._any_source.get((kind, name), ()),
+        )
+
+    def candidates(self, record: Record) -> list[str]:
+        """Names of the rules the index hands to ``record`` before globs and labels."""
+        return [ev.name for ev in self._candidates(record)]
 
     def evaluate(
-        self, state: MutableMapping[str, AlertState], m: Measurement
+        self, state: MutableMapping[str, EngineState], record: Record
     ) -> list[AlertTransition]:
-        """Evaluate one measurement against the rules that can match it.
+        """Evaluate one record against the rules that can match it.
+
+        Deadlines of the record's own alerts that it shows to be past are applied first (see
+        the module docstring), so the result does not depend on whether a timer ran.
 
         Args:
-            state: alert state by fingerprint; read, and written only on change.
-            m: the measurement; ``m.ts_ms`` is the time used for ``for`` and ``clear.for``.
+            state: engine state by fingerprint; read, and written only on change.
+            record: a measurement or state event; ``ts_ms`` is its event time.
 
         Returns:
-            The transitions (``firing`` / ``resolved``) this measurement caused, in rule
-            order; usually empty.
+            The transitions this record caused, in rule order; usually empty.
         """
         out: list[AlertTransition] = []
-        value = m.value
-        if value != value:  # NaN
+        if isinstance(record, Measurement) and record.value != record.value:  # NaN
             return out
-        specific = self._by_source.get((m.source, m.metric))
-        if specific is not None:
-            for compiled in specific:
-                if compiled.matches(m):
-                    self._step(compiled, state, m, out)
-        generic = self._any_source.get(m.metric)
-        if generic is not None:
-            for compiled in generic:
-                if compiled.matches(m):
-                    self._step(compiled, state, m, out)
+        for ev in self._candidates(record):
+            if ev.matches(record):
+                self._evaluate_rule(ev, state, record, out)
         return out
 
-    def _step(
+    def _evaluate_rule(
         self,
-        c: _Compiled,
-        state: MutableMapping[str, AlertState],
-        m: Measurement,
+        ev: AnyEvaluator,
+        state: MutableMapping[str, EngineState],
+        record: Record,
         out: list[AlertTransition],
     ) -> None:
-        value = m.value
-        ts_ms = m.ts_ms
-        key = alert_fingerprint(c.name, m.entity, m.labels)
-        current = state.get(key)
-
-        if current is not None and current.state == "firing":
-            if not c.clears(value):
-                if current.clear_since_ms is not None:  # clearing was interrupted
-                    state[key] = AlertState("firing", current.since_ms, None, current.last_value)
-                return
-            clear_since = current.clear_since_ms
-            if clear_since is None:
-                clear_since = ts_ms
-            if ts_ms - clear_since >= c.clear_for_ms:
-                del state[key]
-                out.append(self._transition(c, m, key, "resolved"))
-            elif current.clear_since_ms is None:
-                state[key] = AlertState("firing", current.since_ms, ts_ms, current.last_value)
+        key = alert_fingerprint(ev.name, record.entity, record.labels)
+        stored = state.get(key)
+        entry: Any = self._current(ev, stored)
+        if entry is not None and ev.is_late(entry, record.ts_ms):
+            self._late(ev, record, ev.floor(entry))
             return
+        self._store(state, key, stored, ev.on_record(key, entry, record, out))
 
-        if not c.fires(value):
-            if current is not None:
-                del state[key]  # pending (or a stored ok) falls back to ok, silently
+    def deadline(self, key: str, entry: EngineState) -> int | None:
+        """Clock time (ms) at which :meth:`expire` must run for ``entry``, or None.
+
+        The time is ``bound + grace`` (see the module docstring): a timer calls
+        :meth:`expire` once its clock reaches it. Entries of removed rules or of another
+        definition are due at once (:data:`STALE_DUE_MS`) so they get cleaned up.
+        """
+        ev = self._by_name.get(entry.rule)
+        if ev is None or not ev.owns(entry):
+            return STALE_DUE_MS
+        owned: Any = entry
+        due: int | None = ev.deadline(owned)
+        return due
+
+    def expire(
+        self, state: MutableMapping[str, EngineState], key: str, now_ms: int
+    ) -> list[AlertTransition]:
+        """Apply what is due at clock time ``now_ms`` to the entry under ``key``.
+
+        Transitions carry the event time of their deadline, not ``now_ms``. An entry of a
+        removed rule is deleted; one of another definition is reset (a firing alert kept).
+
+        Returns:
+            The transitions, oldest first; empty when nothing was due.
+        """
+        stored = state.get(key)
+        if stored is None:
+            return []
+        out: list[AlertTransition] = []
+        ev = self._by_name.get(stored.rule)
+        if ev is None:
+            self.counters["stale"] += 1
+            del state[key]
+            return out
+        entry: Any = self._current(ev, stored)
+        new = ev.expire(key, entry, now_ms, out) if entry is not None else None
+        if new is not stored:
+            self.counters["expired"] += 1
+        self._store(state, key, stored, new)
+        return out
+
+    def _current(self, ev: AnyEvaluator, stored: EngineState | None) -> EngineState | None:
+        if stored is None or ev.owns(stored):
+            return stored
+        self.counters["stale"] += 1
+        return ev.carry(stored)
+
+    @staticmethod
+    def _store(
+        state: MutableMapping[str, EngineState],
+        key: str,
+        stored: EngineState | None,
+        new: EngineState | None,
+    ) -> None:
+        if new is stored:
             return
-        pending = current is not None and current.state == "pending"
-        since = current.since_ms if pending and current is not None else ts_ms
-        if ts_ms - since >= c.for_ms:
-            state[key] = AlertState("firing", ts_ms, None, value)
-            out.append(self._transition(c, m, key, "firing"))
-        elif not pending:
-            state[key] = AlertState("pending", ts_ms, None, value)
+        if new is None:
+            del state[key]
+        else:
+            state[key] = new
 
-    def _transition(
-        self,
-        c: _Compiled,
-        m: Measurement,
-        fingerprint: str,
-        new_state: Literal["firing", "resolved"],
-    ) -> AlertTransition:
-        rule = c.rule
-        labels = {**m.labels, **rule.labels}
-        context: dict[str, Any] = {
-            "rule": c.name,
-            "entity": m.entity,
-            "source": m.source,
-            "stream": m.stream,
-            "metric": m.metric,
-            "value": m.value,
-            "unit": m.unit,
-            "labels": labels,
-            "state": new_state,
-            "ts_ms": m.ts_ms,
-            "severity": rule.severity,
-            **c.extra_context,
-        }
-        return AlertTransition(
-            fingerprint=fingerprint,
-            rule=c.name,
-            state=new_state,
-            entity=m.entity,
-            source=m.source,
-            stream=m.stream,
-            metric=m.metric,
-            value=m.value,
-            severity=rule.severity,
-            ts_ms=m.ts_ms,
-            summary=render(c.summary, context),
-            description=render(c.description, context) if c.description is not None else "",
-            channels=c.channels,
-            labels=labels,
-        )
+    def _late(self, ev: AnyEvaluator, record: Record, floor_ms: int | None) -> None:
+        self.counters["late"] += 1
+        self.late_by_rule[ev.name] += 1
+        count = self.late_by_rule[ev.name]
+        if count == 1 or count % LATE_LOG_EVERY == 0:
+            logger.warning(
+                "late record ignored rule=%s entity=%s ts_ms=%d floor_ms=%s grace_ms=%d "
+                "late_for_rule=%d",
+                ev.name,
+                record.entity,
+                record.ts_ms,
+                floor_ms,
+                ev.grace_ms,
+                count,
+            )

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -105,6 +105,7 @@ class _FileReader:
         self.placeholders: dict[int, tuple[str, int]] = {}
         self.aliases = 0
         self.incomplete: set[DataPath] = set()  # mappings that lost keys (merge/alias keys)
+        self.refused_in: set[DataPath] = set()  # mappings with a refused value (alias, tag...)
         self._constructor = yaml.SafeLoader("")
 
     def problem(self, line: int, path: DataPath, message: str) -> None:
@@ -214,6 +215,8 @@ class _FileReader:
             ok, value = self.build(value_node, (*path, key), key_line)
             if ok:
                 result[key] = value
+            else:
+                self.refused_in.add(path)
         return True, result
 
     def _refuse_alias(self, path: DataPath, anchor: str, line: int) -> None:
@@ -301,6 +304,20 @@ def _discriminator(metadata: Sequence[Any], field: FieldInfo | None) -> str | No
     return None
 
 
+def _tagged_member(metadata: Sequence[Any], base: Any, tag: str | int) -> Any:
+    """The member of a callable-discriminated union (``Discriminator(func)``) tagged ``tag``."""
+    if not any(isinstance(item, Discriminator) for item in metadata):
+        return None
+    if typing.get_origin(base) not in (Union, types.UnionType):
+        return None
+    for member in typing.get_args(base):
+        if typing.get_origin(member) is typing.Annotated and any(
+            isinstance(m, Tag) and m.tag == tag for m in member.__metadata__
+        ):
+            return member
+    return None
+
+
 def _members(tp: Any) -> list[type[BaseModel]]:
     if typing.get_origin(tp) in (Union, types.UnionType):
         return [a for a in typing.get_args(tp) if isinstance(a, type)]
@@ -322,6 +339,10 @@ def _resolve(root: Any, loc: Sequence[str | int]) -> _Resolved:
     path: list[str | int] = []
     for element in loc:
         base, metadata = _unwrap(tp)
+        tagged = _tagged_member(metadata, base, element)
+        if tagged is not None:
+            tp, field = tagged, None
+            continue
         disc = _discriminator(metadata, field)
         if disc is not None:
             members = _members(base)
@@ -377,7 +398,13 @@ def _literal_options(annotation: Any) -> tuple[str, ...]:
     return ()
 
 
-_NOUNS = {"type": "a rule type", "op": "an operator", "severity": "a severity"}
+_NOUNS = {
+    "type": "a rule type",
+    "op": "an operator",
+    "severity": "a severity",
+    "kind": "a window kind",
+    "aggregate": "an aggregate",
+}
 
 
 def _noun(key: str | int | None) -> str:
@@ -483,6 +510,12 @@ def _reword(error: Any, resolved: _Resolved, reader: _FileReader) -> tuple[DataP
     elif kind == "literal_error":
         options = ", ".join(_literal_options(resolved.leaf)) or str(ctx.get("expected"))
         message = f"{what} is not {_noun(key)}; use one of {options}"
+        if hint:
+            message += f", or {hint}"
+    elif kind.startswith("sw.value."):
+        message = f"{what} {error['msg']}"
+    elif kind.startswith("sw.key."):
+        message = str(error["msg"])
     elif kind == "string_pattern_mismatch":
         expected = hint or f"it must match {ctx.get('pattern')}"
         message = f"{what} is not {_noun(key)}; {expected}"
@@ -504,6 +537,12 @@ def _validate_rule(reader: _FileReader, data: Any, path: DataPath) -> Rule | Non
         for error in exc.errors(include_url=False):
             resolved = _resolve(Rule, error["loc"])
             resolved.path = (*path, *resolved.path)
+            at = (error.get("ctx") or {}).get("at")
+            if isinstance(at, str):  # a model-level check about one of its keys
+                if resolved.path in reader.refused_in:
+                    continue  # it judged a mapping without the value that was refused
+                resolved = _resolve(Rule, (*error["loc"], at))
+                resolved.path = (*path, *resolved.path)
             if reader.is_suppressed(resolved.path):
                 continue
             if error["type"] == "missing" and resolved.path[:-1] in reader.incomplete:

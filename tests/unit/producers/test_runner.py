@@ -102,6 +102,7 @@ async def test_final_flush_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_unknown_kind_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(runner.RUNNERS, "aliunid")
+    others = ", ".join(sorted(runner.RUNNERS)) or "none"
     with pytest.raises(SourceConfigError) as info:
         await run_source(SOURCE, RecordingSink(), asyncio.Event())
-    assert str(info.value) == "source 'demo': no runner for kind 'aliunid'; known kinds: none"
+    assert str(info.value) == f"source 'demo': no runner for kind 'aliunid'; known kinds: {others}"

@@ -266,9 +266,10 @@ def test_registry_dispatches_by_source() -> None:
 
 def test_registry_rejects_unknown_source_naming_known_ones() -> None:
     with pytest.raises(BadInputError) as caught:
-        normalize_envelope(envelope(golden("data.json"), source="nobil"))
+        normalize_envelope(envelope(golden("data.json"), source="zigbee"))
 
-    assert caught.value.reason == "no normalizer for source 'nobil'; known sources: aliunid"
+    known = ", ".join(sorted(NORMALIZERS))
+    assert caught.value.reason == f"no normalizer for source 'zigbee'; known sources: {known}"
 
 
 # --- properties -------------------------------------------------------------------------------

@@ -1,16 +1,25 @@
-"""Delivery through apprise to a real HTTP peer: payload, retry on 5xx, permanent failures."""
+"""Delivery: apprise results classified, retries with backoff, counters, dedup, queues.
+
+Retries wait through an injected sleep that only records the delays: no wall-clock sleeps.
+The tests that need a real peer use the local HTTP server of tests/support/webhook.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from apprise.result import AppriseResultStatus
 
+from pipeline.alerting.model import Notification
 from pipeline.models import AlertTransition
-from pipeline.notify.channels import load_channels
-from pipeline.notify.sender import Notifier, RetryPolicy
+from pipeline.notify.channels import Channel, load_channels
+from pipeline.notify.sender import DeliveryQueue, Notifier, RetryPolicy, classify
 from tests.support.webhook import webhook_server
 
 ALERT = AlertTransition(
@@ -29,13 +38,46 @@ ALERT = AlertTransition(
     channels=("hook",),
 )
 
-FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, send_timeout=5)
+FAST = RetryPolicy(attempts=3, initial_delay=0.5, max_delay=0.75, send_timeout=5, jitter=0)
+
+
+class Sleeps:
+    """Records the delays the notifier asked to wait, without waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
 
 
 def _channels(tmp_path: Path, url: str):  # type: ignore[no-untyped-def]
     path = tmp_path / "channels.yaml"
     path.write_text("channels:\n  hook:\n    url_env: HOOK\n", encoding="utf-8")
     return load_channels(path, env={"HOOK": url})
+
+
+def _fields(alert: AlertTransition) -> dict[str, Any]:
+    return {f: getattr(alert, f) for f in alert.__struct_fields__}
+
+
+def _notification(channel: str = "hook", nid: str = "n-1", **kw: Any) -> Notification:
+    values: dict[str, Any] = {
+        "id": nid,
+        "channel": channel,
+        "kind": "firing",
+        "alerts": (ALERT,),
+        "title": "T",
+        "body": "**B**",
+        "format": "markdown",
+        "notify_type": "failure",
+        "created_ms": 0,
+    }
+    values.update(kw)
+    return Notification(**values)
+
+
+# --- against a real HTTP peer -----------------------------------------------------------------
 
 
 async def test_delivers_title_and_body_and_records_it(tmp_path: Path) -> None:
@@ -56,34 +98,52 @@ async def test_delivers_title_and_body_and_records_it(tmp_path: Path) -> None:
     assert payload["type"] == "failure"
     line = json.loads(out.read_text())
     assert line["fingerprint"] == "fp-1" and line["state"] == "firing" and line["channel"] == "hook"
-    assert notifier.counters == {"sent": 1, "failed": 0, "retried": 0}
+    assert notifier.counters == {"sent": 1, "failed": 0, "retried": 0, "suppressed": 0}
 
 
-async def test_server_errors_are_retried_then_reported_undelivered(
+async def test_server_errors_are_retried_with_backoff_then_reported_undelivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     token, password = "T0KEN-b7f3c2d9e1", "pa55-w0rd-9931"
+    sleeps = Sleeps()
     with webhook_server() as hook:
         hook.status = 503
         url = f"json://ops:{password}@127.0.0.1:{hook.port}/hooks/{token}"
         with caplog.at_level(logging.DEBUG):
-            notifier = Notifier(_channels(tmp_path, url), policy=FAST)
+            notifier = Notifier(_channels(tmp_path, url), policy=FAST, sleep=sleeps)
             deliveries = await notifier.deliver(ALERT)
-    assert deliveries == []
-    assert notifier.counters == {"sent": 0, "failed": 1, "retried": 2}
+            sent = await notifier.send(_notification())
+    assert deliveries == [] and sent is None
+    assert sleeps.delays == [0.5, 0.75, 0.5, 0.75]  # exponential, capped at max_delay
+    assert notifier.counters == {"sent": 0, "failed": 2, "retried": 4, "suppressed": 0}
+    assert notifier.channel_counters()["hook"]["failed"] == 2
     assert "notification undelivered channel=hook fingerprint=fp-1" in caplog.text
+    assert (
+        "notification undelivered channel=hook id=n-1 kind=firing fingerprints=fp-1" in caplog.text
+    )
+    assert "reason=apprise reported failure, HTTP 503" in caplog.text
     # apprise and urllib3 log the URL they call at DEBUG: the token and password must not show.
     assert token not in caplog.text
     assert password not in caplog.text
 
 
+async def test_client_errors_are_permanent(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    with webhook_server() as hook:
+        hook.status = 401
+        notifier = Notifier(_channels(tmp_path, hook.url()), policy=FAST, sleep=sleeps)
+        assert await notifier.send(_notification()) is None
+    assert sleeps.delays == []
+    assert notifier.counters["failed"] == 1 and notifier.counters["retried"] == 0
+
+
 async def test_unknown_channel_is_permanent_and_other_channels_still_get_it(tmp_path: Path) -> None:
     with webhook_server() as hook:
-        notifier = Notifier(_channels(tmp_path, hook.url()), policy=FAST)
+        notifier = Notifier(_channels(tmp_path, hook.url()), policy=FAST, sleep=Sleeps())
         alert = AlertTransition(**{**_fields(ALERT), "channels": ("nope", "hook")})
         deliveries = await notifier.deliver(alert)
     assert [d.channel for d in deliveries] == ["hook"]
-    assert notifier.counters["failed"] == 1
+    assert notifier.channel_counters()["nope"]["failed"] == 1
     assert notifier.counters["retried"] == 0
 
 
@@ -96,5 +156,166 @@ async def test_resolved_is_a_success_notification(tmp_path: Path) -> None:
     assert requests[0]["json"]["title"].startswith("[RESOLVED] critical: hub-power-high")
 
 
-def _fields(alert: AlertTransition) -> dict[str, object]:
-    return {f: getattr(alert, f) for f in alert.__struct_fields__}
+async def test_send_delivers_an_intent_once_per_id(tmp_path: Path) -> None:
+    out = tmp_path / "alerts.jsonl"
+    with webhook_server() as hook:
+        notifier = Notifier(_channels(tmp_path, hook.url()), alerts_out=out, policy=FAST)
+        first = await notifier.send(_notification(format="text", body="plain body"))
+        again = await notifier.send(_notification(format="text", body="plain body"))
+        requests = hook.wait_for(1, 5)
+    assert first is not None and again is None
+    assert len(requests) == 1
+    assert requests[0]["json"]["message"] == "plain body"
+    assert requests[0]["json"]["title"] == "T"
+    record = json.loads(out.read_text())
+    assert (record["id"], record["kind"], record["fingerprints"]) == ("n-1", "firing", ["fp-1"])
+
+
+# --- classification and backoff (no peer needed) ----------------------------------------------
+
+
+@dataclass
+class FakeResult:
+    status: AppriseResultStatus
+    messages: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.status == AppriseResultStatus.SUCCESS
+
+    def logs(self) -> list[Any]:
+        return [type("Entry", (), {"message": m})() for m in self.messages]
+
+
+@pytest.mark.parametrize(
+    ("result", "retryable", "reason"),
+    [
+        (FakeResult(AppriseResultStatus.NOMATCH), False, "apprise matched no service"),
+        (FakeResult(AppriseResultStatus.TIMEOUT), True, "apprise reported timeout"),
+        (
+            FakeResult(AppriseResultStatus.FAILURE, ["x error=404."]),
+            False,
+            "apprise reported failure, HTTP 404",
+        ),
+        (
+            FakeResult(AppriseResultStatus.FAILURE, ["Too Many Requests, error=429."]),
+            True,
+            "apprise reported failure, HTTP 429",
+        ),
+        (
+            FakeResult(AppriseResultStatus.FAILURE, ["error=502."]),
+            True,
+            "apprise reported failure, HTTP 502",
+        ),
+        (
+            FakeResult(AppriseResultStatus.FAILURE, ["Could not prepare the notification: x"]),
+            False,
+            "apprise could not prepare the notification",
+        ),
+        (
+            FakeResult(
+                AppriseResultStatus.FAILURE, ['Connection error while submitting email to "h"']
+            ),
+            True,
+            "apprise reported failure",
+        ),
+        (FakeResult(AppriseResultStatus.PARTIAL), True, "apprise reported partial"),
+    ],
+)
+def test_classify(result: FakeResult, retryable: bool, reason: str) -> None:
+    error = classify("c", result)
+    assert (error.retryable, error.reason, error.channel) == (retryable, reason, "c")
+
+
+def test_delays_grow_exponentially_with_bounded_jitter() -> None:
+    policy = RetryPolicy(attempts=6, initial_delay=1, max_delay=10, multiplier=3, jitter=0.1)
+    assert RetryPolicy(
+        attempts=5, initial_delay=1, max_delay=10, multiplier=3, jitter=0
+    ).delays() == [1, 3, 9, 10]
+    assert policy.delays(lambda: 0.0) == pytest.approx([0.9, 2.7, 8.1, 9.0, 9.0])
+    assert policy.delays(lambda: 0.99999) == pytest.approx([1.1, 3.3, 9.9, 11.0, 11.0], rel=1e-4)
+    assert RetryPolicy(attempts=1).delays() == []
+
+
+class FakeApprise:
+    """Stands in for an apprise instance: records calls, answers from a script."""
+
+    def __init__(
+        self, results: list[FakeResult] | None = None, gate: asyncio.Event | None = None
+    ) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.results = results or []
+        self.gate = gate
+        self.called = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def async_notify(self, **kwargs: Any) -> FakeResult:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        self.calls.append(kwargs)
+        self.called.set()
+        return self.results.pop(0) if self.results else FakeResult(AppriseResultStatus.SUCCESS)
+
+
+def _fake_channel(name: str, fake: FakeApprise) -> Channel:
+    return Channel(name, "fake://", fake, "markdown")  # type: ignore[arg-type]
+
+
+async def test_send_passes_format_and_type_and_retries_timeouts() -> None:
+    fake = FakeApprise([FakeResult(AppriseResultStatus.TIMEOUT)])
+    sleeps = Sleeps()
+    notifier = Notifier({"chat": _fake_channel("chat", fake)}, policy=FAST, sleep=sleeps)
+    delivery = await notifier.send(_notification("chat"))
+    assert delivery is not None and delivery.id == "n-1"
+    assert [
+        (c["title"], c["body"], c["body_format"], c["notify_type"].value) for c in fake.calls
+    ] == [("T", "**B**", "markdown", "failure")] * 2
+    assert sleeps.delays == [0.5]
+    assert notifier.channel_counters() == {
+        "chat": {
+            "sent": 1,
+            "failed": 0,
+            "retried": 1,
+            "suppressed": 0,
+            "silenced": 0,
+            "inhibited": 0,
+            "muted": 0,
+        }
+    }
+
+
+async def test_queue_keeps_order_per_channel_and_a_slow_channel_does_not_block_others() -> None:
+    gate = asyncio.Event()
+    slow, fast = FakeApprise(gate=gate), FakeApprise()
+    notifier = Notifier(
+        {"slow": _fake_channel("slow", slow), "fast": _fake_channel("fast", fast)}, policy=FAST
+    )
+    done: list[tuple[str, bool]] = []
+    queue = DeliveryQueue(notifier, on_done=lambda n, d: done.append((n.id, d is not None)))
+    for i in range(3):
+        assert queue.submit(_notification("slow", f"s{i}", title=f"slow {i}"))
+    assert queue.submit(_notification("fast", "f0"))
+    await asyncio.wait_for(fast.called.wait(), 5)  # delivered while "slow" is still blocked
+    assert [c["title"] for c in fast.calls] == ["T"]
+    assert queue.pending() == 3
+    assert slow.calls == []
+    gate.set()
+    assert await queue.join(5)
+    assert [c["title"] for c in slow.calls] == ["slow 0", "slow 1", "slow 2"]
+    assert sorted(done) == [("f0", True), ("s0", True), ("s1", True), ("s2", True)]
+    assert await queue.stop(1) == []
+    assert not queue.submit(_notification("fast", "late"))
+
+
+async def test_stop_hands_back_what_was_not_attempted() -> None:
+    slow = FakeApprise(gate=asyncio.Event())
+    notifier = Notifier({"slow": _fake_channel("slow", slow)}, policy=FAST)
+    queue = DeliveryQueue(notifier, maxsize=2)
+    assert queue.submit(_notification("slow", "a"))
+    await asyncio.wait_for(slow.entered.wait(), 5)  # the worker took "a" and is blocked
+    assert queue.submit(_notification("slow", "b"))
+    assert queue.submit(_notification("slow", "c"))
+    assert not queue.submit(_notification("slow", "d"))  # full
+    left = await queue.stop(0.01)
+    assert [n.id for n in left] == ["b", "c"]
+    assert notifier.channel_counters()["slow"]["failed"] == 1

@@ -1,22 +1,35 @@
-"""Rule engine: event-time lifecycle, hysteresis, matching, index, templates."""
+"""Rule engine, threshold rules and what all types share: lifecycle, hysteresis, timers,
+lateness, matching, the index, templates.
+
+Adapted from the first engine (deliberate API changes): entries are now ``EngineState`` structs
+(``AlertState`` carries rule, hash, subject, ``phase`` and ``floor_ms``), the per-rule hook the
+index test spies on is ``_evaluate_rule``, and state round-trips as msgpack (test_state.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import pytest
 from pydantic import TypeAdapter
 
 from pipeline.models import AlertTransition, Measurement
-from pipeline.rules.engine import AlertState, RuleEngine, alert_fingerprint
+from pipeline.rules.engine import (
+    AlertState,
+    EngineState,
+    Phase,
+    RuleEngine,
+    Subject,
+    alert_fingerprint,
+)
 from pipeline.rules.schema import Rule, ThresholdRule
+from tests.unit.pipeline.rules.helpers import T0, event
 
 ADAPTER: TypeAdapter[ThresholdRule] = TypeAdapter(Rule)
-T0 = 1_700_000_000_000
 
 
 def rule(**overrides: Any) -> ThresholdRule:
@@ -26,6 +39,7 @@ def rule(**overrides: Any) -> ThresholdRule:
         "match": {"source": "aliunid", "metric": "sys.kW"},
         "condition": {"op": ">", "value": 40},
         "summary": "{{ entity }} {{ state }} {{ value }}",
+        "grace": "0s",
     }
     return ADAPTER.validate_python({**base, **overrides})
 
@@ -43,15 +57,16 @@ def meas(
     return Measurement(source, stream, entity, metric, float(value), "kW", ts_ms, labels or {})
 
 
-class RecordingState(dict[str, AlertState]):
+class RecordingState(dict[str, EngineState]):
     """A dict that records every write, to check the engine writes only on change."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[tuple[str, str]] = []
 
-    def __setitem__(self, key: str, value: AlertState) -> None:
-        self.writes.append(("set", value.state))
+    def __setitem__(self, key: str, value: EngineState) -> None:
+        assert isinstance(value, AlertState) and value.phase is not None
+        self.writes.append(("set", value.phase.state))
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -61,7 +76,7 @@ class RecordingState(dict[str, AlertState]):
 
 def run(
     engine: RuleEngine,
-    state: dict[str, AlertState],
+    state: dict[str, EngineState],
     events: Sequence[tuple[float, int]],
     **kw: Any,
 ) -> list[tuple[int, str]]:
@@ -78,7 +93,7 @@ def run(
 
 def test_instant_fire_and_resolve() -> None:
     engine = RuleEngine([rule()])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     fired = engine.evaluate(state, meas(41.5, T0))
     steady = engine.evaluate(state, meas(45, T0 + 1000))
@@ -113,21 +128,28 @@ def test_instant_fire_and_resolve() -> None:
 
 def test_for_keeps_pending_until_held_long_enough() -> None:
     engine = RuleEngine([rule(**{"for": "2s"})])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     assert run(engine, state, [(41, 0), (42, 1)]) == []
     (entry,) = state.values()
-    assert entry == AlertState("pending", T0, None, 41.0)
+    assert entry == AlertState(
+        "power-high",
+        engine.rule_hashes()["power-high"],
+        Subject("mp-1", "aliunid", "ev-hub", "sys.kW", "kW", {}),
+        Phase("pending", T0, 41.0),
+        floor_ms=T0,
+    )
 
     assert run(engine, state, [(43, 2)]) == [(2, "firing")]
     (entry,) = state.values()
-    assert entry.state == "firing"
-    assert entry.since_ms == T0 + 2000
+    assert isinstance(entry, AlertState) and entry.phase is not None
+    assert entry.phase.state == "firing"
+    assert entry.phase.since_ms == T0 + 2000
 
 
 def test_pending_that_breaks_never_fires_and_restarts() -> None:
     engine = RuleEngine([rule(**{"for": "2s"})])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     assert run(engine, state, [(41, 0), (41, 1), (39, 2)]) == []
     assert state == {}
@@ -137,10 +159,11 @@ def test_pending_that_breaks_never_fires_and_restarts() -> None:
 
 def test_late_event_does_not_count_towards_for() -> None:
     engine = RuleEngine([rule(**{"for": "2s"})])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     assert run(engine, state, [(41, 10), (41, 5), (41, 11)]) == []
     assert run(engine, state, [(41, 12)]) == [(12, "firing")]
+    assert engine.counters["late"] == 1  # the record at 5 s, older than the pending start
 
 
 def test_steady_state_repeats_nothing_and_writes_nothing() -> None:
@@ -160,7 +183,7 @@ def test_steady_state_repeats_nothing_and_writes_nothing() -> None:
 
 def test_hysteresis_holds_firing_between_thresholds() -> None:
     engine = RuleEngine([rule(clear={"condition": {"op": "<", "value": 35}})])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     events = [(41, 0), (38, 1), (36, 2), (39, 3), (34.9, 4), (38, 5), (41, 6)]
 
@@ -182,7 +205,7 @@ def test_clear_for_needs_clear_condition_to_hold() -> None:
 
 def test_default_clear_with_its_own_for() -> None:
     engine = RuleEngine([rule(clear={"for": "2s"})])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     events = [(41, 0), (40, 1), (40, 2), (40, 3)]
 
@@ -191,14 +214,14 @@ def test_default_clear_with_its_own_for() -> None:
 
 def test_overlapping_clear_condition_cannot_resolve_while_firing_condition_holds() -> None:
     engine = RuleEngine([rule(clear={"condition": {"op": ">", "value": 30}})])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     assert run(engine, state, [(41, 0), (50, 1), (35, 2)]) == [(0, "firing"), (2, "resolved")]
 
 
 def test_nan_is_ignored() -> None:
     engine = RuleEngine([rule()])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     assert run(engine, state, [(41, 0), (math.nan, 1)]) == [(0, "firing")]
     assert len(state) == 1
@@ -241,7 +264,7 @@ def test_labels_must_match_and_separate_alerts() -> None:
     engine = RuleEngine(
         [rule(match={"source": "aliunid", "metric": "l1.V", "labels": {"phase": "R"}})]
     )
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     other_phase = engine.evaluate(state, meas(300, T0, metric="l1.V", labels={"phase": "S"}))
     no_labels = engine.evaluate(state, meas(300, T0, metric="l1.V"))
@@ -280,7 +303,7 @@ def test_exact_entity_without_glob_characters() -> None:
 
 def test_entities_are_independent() -> None:
     engine = RuleEngine([rule()])
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
 
     assert run(engine, state, [(50, 0)], entity="a") == [(0, "firing")]
     assert run(engine, state, [(50, 0)], entity="b") == [(0, "firing")]
@@ -312,13 +335,13 @@ def test_many_rules_on_other_metrics_are_never_evaluated(monkeypatch: pytest.Mon
     rules.append(rule(name="target"))
     engine = RuleEngine(rules)
     stepped: list[str] = []
-    original = RuleEngine._step
+    original = RuleEngine._evaluate_rule
 
-    def spy(self: RuleEngine, c: Any, *args: Any) -> None:
-        stepped.append(c.name)
-        original(self, c, *args)
+    def spy(self: RuleEngine, ev: Any, *args: Any) -> None:
+        stepped.append(ev.name)
+        original(self, ev, *args)
 
-    monkeypatch.setattr(RuleEngine, "_step", spy)
+    monkeypatch.setattr(RuleEngine, "_evaluate_rule", spy)
 
     engine.evaluate({}, meas(50, T0))
 
@@ -395,12 +418,6 @@ def test_fingerprint_is_stable_and_label_order_free() -> None:
     assert len(expected) == 16
 
 
-def test_alert_state_round_trips_as_json() -> None:
-    value = AlertState("firing", T0, T0 + 5, 41.5)
-
-    assert msgspec.json.decode(msgspec.json.encode(value), type=AlertState) == value
-
-
 def test_simulated_aliunid_cycle_with_shipped_rule() -> None:
     from pathlib import Path
 
@@ -408,7 +425,7 @@ def test_simulated_aliunid_cycle_with_shipped_rule() -> None:
 
     rules = load_rules([Path(__file__).parents[4] / "rules" / "aliunid.yaml"])
     engine = RuleEngine(rules)
-    state: dict[str, AlertState] = {}
+    state: dict[str, EngineState] = {}
     # measuring point 0: ~10 s above 40 kW, then ~10 s below 30 kW, at 1 s interval, twice
     cycle = [(45.0, s) for s in range(10)] + [(25.0, s) for s in range(10, 20)]
     events = cycle + [(v, s + 20) for v, s in cycle]
@@ -419,3 +436,198 @@ def test_simulated_aliunid_cycle_with_shipped_rule() -> None:
         (22, "firing"),
         (30, "resolved"),
     ]
+
+
+# --- deadlines and timers ---------------------------------------------------------------------
+
+
+def key_of(name: str = "power-high", entity: str = "mp-1") -> str:
+    return alert_fingerprint(name, entity, {})
+
+
+def test_pending_fires_from_expire_with_the_deadline_time_and_starting_value() -> None:
+    engine = RuleEngine([rule(**{"for": "2s"})])
+    state: dict[str, EngineState] = {}
+    engine.evaluate(state, meas(41, T0))
+    key = key_of()
+
+    due = engine.deadline(key, state[key])
+    assert due == T0 + 2000 + 1  # deadline (inclusive) + 1 + grace 0s
+    assert engine.expire(state, key, due - 1) == []  # nothing due yet: no change, no write
+    (t,) = engine.expire(state, key, T0 + 60_000)  # the tick may come much later
+
+    assert (t.state, t.ts_ms, t.value) == ("firing", T0 + 2000, 41.0)
+    entry = state[key]
+    assert isinstance(entry, AlertState) and entry.phase is not None
+    assert entry.phase.state == "firing"
+    assert engine.deadline(key, entry) is None
+
+
+def test_grace_delays_the_due_time_not_the_transition_time() -> None:
+    engine = RuleEngine([rule(**{"for": "2s", "grace": "30s"})])
+    state: dict[str, EngineState] = {}
+    engine.evaluate(state, meas(41, T0))
+    key = key_of()
+
+    assert engine.deadline(key, state[key]) == T0 + 2000 + 1 + 30_000
+    assert [t.ts_ms for t in engine.expire(state, key, T0 + 32_001)] == [T0 + 2000]
+
+
+def test_record_after_the_deadline_applies_it_first() -> None:
+    engine = RuleEngine([rule(**{"for": "2s"})])
+    state: dict[str, EngineState] = {}
+
+    out = engine.evaluate(state, meas(41, T0)) + engine.evaluate(state, meas(10, T0 + 5000))
+
+    assert [(t.state, t.ts_ms, t.value) for t in out] == [
+        ("firing", T0 + 2000, 41.0),  # the condition held from 0 s to 5 s
+        ("resolved", T0 + 5000, 10.0),
+    ]
+
+
+def test_straggler_before_an_applied_deadline_is_late_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = RuleEngine([rule(**{"for": "2s", "grace": "1s"})])
+    state: dict[str, EngineState] = {}
+    engine.evaluate(state, meas(41, T0))
+    key = key_of()
+    engine.expire(state, key, T0 + 3001)
+    before = state[key]
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.rules.engine"):
+        assert engine.evaluate(state, meas(10, T0 + 1500)) == []  # would have cancelled
+
+    assert state[key] is before
+    assert engine.counters["late"] == 1
+    assert engine.late_by_rule == {"power-high": 1}
+    (message,) = caplog.messages
+    assert message.startswith("late record ignored rule=power-high entity=mp-1")
+    assert f"ts_ms={T0 + 1500} floor_ms={T0 + 2001}" in message
+
+
+def test_late_records_are_logged_first_then_every_thousandth(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = RuleEngine([rule()])
+    state: dict[str, EngineState] = {}
+    engine.evaluate(state, meas(41, T0 + 10_000))
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.rules.engine"):
+        for i in range(2500):
+            engine.evaluate(state, meas(10, T0 + i))
+
+    assert engine.counters["late"] == 2500
+    assert len(caplog.records) == 3  # 1st, 1000th, 2000th
+
+
+def test_clear_for_resolves_from_a_timer() -> None:
+    engine = RuleEngine([rule(clear={"condition": {"op": "<", "value": 35}, "for": "1m"})])
+    state: dict[str, EngineState] = {}
+    engine.evaluate(state, meas(41, T0))
+    engine.evaluate(state, meas(30, T0 + 5000))
+    key = key_of()
+
+    assert engine.deadline(key, state[key]) == T0 + 65_001
+    (t,) = engine.expire(state, key, T0 + 65_001)
+
+    assert (t.state, t.ts_ms, t.value) == ("resolved", T0 + 65_000, 30.0)
+    assert key not in state
+
+
+def test_expire_of_a_missing_key_does_nothing() -> None:
+    engine = RuleEngine([rule()])
+
+    assert engine.expire({}, "nope", T0) == []
+
+
+def test_candidates_index_state_events_by_state_name() -> None:
+    state_rule = ADAPTER.validate_python(
+        {
+            "name": "err",
+            "type": "state",
+            "match": {"source": "nobil", "state": "error"},
+            "equals": "error",
+        }
+    )
+    any_source = ADAPTER.validate_python(
+        {"name": "status", "type": "state", "match": {"state": "status"}, "equals": "offline"}
+    )
+    engine = RuleEngine([rule(), state_rule, any_source])
+
+    assert engine.candidates(event("error", 0)) == ["err"]
+    assert engine.candidates(event("offline", 0, name="status", source="valtronics")) == ["status"]
+    assert engine.candidates(event("x", 0, name="sys.kW", source="aliunid")) == []
+    assert engine.candidates(meas(1, T0, metric="error", source="nobil")) == []
+
+
+def test_index_cost_does_not_grow_with_rules_of_every_type_that_cannot_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    others: list[Any] = []
+    for i in range(100):
+        others.append(rule(name=f"t{i}", match={"source": "aliunid", "metric": f"m{i}"}))
+        others.append(
+            ADAPTER.validate_python(
+                {
+                    "name": f"a{i}",
+                    "type": "aggregate",
+                    "match": {"metric": f"m{i}"},
+                    "window": {"kind": "sliding", "size": "1m"},
+                    "aggregate": "max",
+                    "condition": {"op": ">", "value": 1},
+                }
+            )
+        )
+        others.append(
+            ADAPTER.validate_python(
+                {
+                    "name": f"n{i}",
+                    "type": "absence",
+                    "match": {"source": "x", "metric": "sys.kW"},
+                    "after": "1m",
+                }
+            )
+        )
+        others.append(
+            ADAPTER.validate_python(
+                {"name": f"s{i}", "type": "state", "match": {"state": "sys.kW"}, "equals": "x"}
+            )
+        )
+    few = RuleEngine([rule(name="target")])
+    many = RuleEngine([*others, rule(name="target")])
+    calls: list[str] = []
+    original = RuleEngine._evaluate_rule
+
+    def spy(self: RuleEngine, ev: Any, *args: Any) -> None:
+        calls.append(ev.name)
+        original(self, ev, *args)
+
+    monkeypatch.setattr(RuleEngine, "_evaluate_rule", spy)
+
+    few.evaluate({}, meas(50, T0))
+    counted_few = list(calls)
+    calls.clear()
+    many.evaluate({}, meas(50, T0))
+
+    assert counted_few == calls == ["target"]
+    assert many.candidates(meas(50, T0)) == ["target"]
+
+
+@pytest.mark.parametrize("timer_first", [False, True])
+def test_a_deadline_applied_by_a_record_or_a_timer_leaves_the_same_state(
+    timer_first: bool,
+) -> None:
+    engine = RuleEngine([rule(**{"for": "2s", "grace": "5s"})])
+    state: dict[str, EngineState] = {}
+    out = engine.evaluate(state, meas(41, T0))
+    if timer_first:
+        out += engine.expire(state, key_of(), T0 + 7001)  # the tick beat the next record
+    out += engine.evaluate(state, meas(45, T0 + 3000))  # still above: the alert stays
+    out += engine.evaluate(state, meas(10, T0 + 1500))  # a straggler from before 2 s
+
+    assert [(t.state, t.ts_ms) for t in out] == [("firing", T0 + 2000)]
+    assert engine.counters["late"] == 1  # it cannot take back what was announced at 2 s
+    entry = state[key_of()]
+    assert isinstance(entry, AlertState)
+    assert entry.floor_ms == T0 + 2001

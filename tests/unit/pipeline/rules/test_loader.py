@@ -223,3 +223,26 @@ def test_shipped_rules_load() -> None:
     assert power.clear.condition.op == "<"
     assert power.severity == "warning"
     assert power.channels == ["console"]
+
+
+def test_valid_examples_of_every_capability_load() -> None:
+    from pipeline.rules.schema import AbsenceRule, AggregateRule, StateRule
+
+    rules = {r.name: r for r in load_rules([ROOT / "tests" / "data" / "rules" / "valid"])}
+
+    assert sorted(rules) == [
+        "connector-error",
+        "device-went-offline",
+        "energy-rate",
+        "hub-avg-power",
+        "hub-peak-p95",
+        "power-high",
+        "sensor-silent",
+        "voltage-band",
+    ]
+    assert isinstance(rules["hub-avg-power"], AggregateRule)
+    assert rules["hub-avg-power"].grace.total_seconds() == 30
+    assert isinstance(rules["sensor-silent"], AbsenceRule)
+    connector = rules["connector-error"]
+    assert isinstance(connector, StateRule)
+    assert connector.match.entity == "NOR_*/*"

@@ -13,7 +13,20 @@ import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pipeline.rules import schema
-from pipeline.rules.schema import Comparison, Range, Rule, ThresholdRule, rule_json_schema
+from pipeline.rules.schema import (
+    AbsenceRule,
+    AggregateRule,
+    Comparison,
+    HoppingWindow,
+    Percentile,
+    Range,
+    Rule,
+    SlidingWindow,
+    StateRule,
+    ThresholdRule,
+    TumblingWindow,
+    rule_json_schema,
+)
 
 ROOT = Path(__file__).parents[4]
 ADAPTER: TypeAdapter[ThresholdRule] = TypeAdapter(Rule)
@@ -55,6 +68,7 @@ def test_schema_discriminates_rules_on_type_and_conditions_on_op() -> None:
 
     assert '"propertyName": "type"' in text
     assert '"propertyName": "op"' in text
+    assert '"propertyName": "kind"' in text
 
 
 def test_every_model_is_closed_and_strict() -> None:
@@ -74,6 +88,7 @@ def test_minimal_rule_gets_defaults() -> None:
     parsed = ADAPTER.validate_python(rule())
 
     assert parsed.for_ == timedelta(0)
+    assert parsed.grace == timedelta(seconds=5)
     assert parsed.clear is None
     assert parsed.severity == "warning"
     assert parsed.channels == ["console"]
@@ -120,7 +135,8 @@ def test_full_rule_parses() -> None:
         ({"condition": {"op": "between", "low": 2, "high": 2}}, "range_order"),
         ({"condition": {"op": "=~", "value": 1}}, "union_tag_invalid"),
         ({"condition": {"op": ">", "value": 1, "extra": 1}}, "extra_forbidden"),
-        ({"type": "aggregate"}, "union_tag_invalid"),
+        ({"type": "aggregat"}, "union_tag_invalid"),
+        ({"grace": "soon"}, "duration"),
         ({"name": "Power High"}, "string_pattern_mismatch"),
         ({"labels": {"n": 1}}, "string_type"),
         ({"channels": []}, "too_short"),
@@ -131,5 +147,135 @@ def test_full_rule_parses() -> None:
 def test_invalid_rules_are_refused(overrides: dict[str, Any], error_type: str) -> None:
     with pytest.raises(ValidationError) as caught:
         ADAPTER.validate_python(rule(**overrides))
+
+    assert [e["type"] for e in caught.value.errors()] == [error_type]
+
+
+AGGREGATE: dict[str, Any] = {
+    "name": "hub-avg-power",
+    "type": "aggregate",
+    "match": {"source": "aliunid", "metric": "sys.kW"},
+    "window": {"kind": "tumbling", "size": "10m"},
+    "aggregate": "avg",
+    "condition": {"op": ">", "value": 40},
+}
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        (
+            {"kind": "tumbling", "size": "10m"},
+            TumblingWindow(kind="tumbling", size=timedelta(minutes=10)),
+        ),
+        (
+            {"kind": "hopping", "size": "10m", "hop": "1m"},
+            HoppingWindow(kind="hopping", size=timedelta(minutes=10), hop=timedelta(minutes=1)),
+        ),
+        (
+            {"kind": "hopping", "size": "10m", "hop": "10m"},
+            HoppingWindow(kind="hopping", size=timedelta(minutes=10), hop=timedelta(minutes=10)),
+        ),
+        (
+            {"kind": "sliding", "size": "5m"},
+            SlidingWindow(kind="sliding", size=timedelta(minutes=5)),
+        ),
+    ],
+)
+def test_window_kinds_parse(window: dict[str, Any], expected: BaseModel) -> None:
+    parsed = ADAPTER.validate_python({**AGGREGATE, "window": window})
+
+    assert isinstance(parsed, AggregateRule)
+    assert parsed.window == expected
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "expected"),
+    [
+        *[(name, name) for name in ("avg", "min", "max", "sum", "count", "last", "rate")],
+        ({"percentile": 95}, Percentile(percentile=95.0)),
+        ({"percentile": 99.9}, Percentile(percentile=99.9)),
+    ],
+)
+def test_aggregates_parse(aggregate: Any, expected: Any) -> None:
+    parsed = ADAPTER.validate_python({**AGGREGATE, "aggregate": aggregate})
+
+    assert isinstance(parsed, AggregateRule)
+    assert parsed.aggregate == expected
+
+
+def test_absence_and_state_rules_parse() -> None:
+    absence = ADAPTER.validate_python(
+        {"name": "silent", "type": "absence", "match": {"metric": "temperature"}, "after": "15m"}
+    )
+    equals = ADAPTER.validate_python(
+        {
+            "name": "err",
+            "type": "state",
+            "match": {"state": "error", "entity": "NOR_*/*"},
+            "equals": "error",
+            "for": "5m",
+            "clear": {"for": "1m"},
+        }
+    )
+    changes = ADAPTER.validate_python(
+        {
+            "name": "off",
+            "type": "state",
+            "match": {"state": "status"},
+            "changes": {"from": "online", "to": "offline"},
+        }
+    )
+
+    assert isinstance(absence, AbsenceRule)
+    assert absence.after == timedelta(minutes=15)
+    assert isinstance(equals, StateRule) and isinstance(changes, StateRule)
+    assert (equals.target, equals.for_, equals.clear and equals.clear.for_) == (
+        "error",
+        timedelta(minutes=5),
+        timedelta(minutes=1),
+    )
+    assert changes.changes is not None
+    assert (changes.changes.from_, changes.target) == ("online", "offline")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_type"),
+    [
+        ({"window": {"kind": "rolling", "size": "1m"}}, "union_tag_invalid"),
+        ({"window": {"kind": "tumbling", "size": "0s"}}, "sw.value.not_positive"),
+        ({"window": {"kind": "hopping", "size": "10m", "hop": "15m"}}, "sw.value.hop_too_long"),
+        ({"window": {"kind": "hopping", "size": "10m", "hop": "3m"}}, "sw.value.hop_not_divisor"),
+        ({"window": {"kind": "hopping", "size": "10m", "hop": "1s"}}, "sw.value.hop_too_short"),
+        ({"window": {"kind": "sliding", "size": "1m", "hop": "1s"}}, "extra_forbidden"),
+        ({"aggregate": {"percentile": 100}}, "sw.value.percentile_range"),
+        ({"aggregate": {"percentile": 0}}, "sw.value.percentile_range"),
+        ({"aggregate": "median"}, "literal_error"),
+        (
+            {"grace": "1d", "window": {"kind": "hopping", "size": "10m", "hop": "1m"}},
+            "sw.key.too_many_panes",
+        ),
+    ],
+)
+def test_invalid_aggregate_rules_are_refused(overrides: dict[str, Any], error_type: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ADAPTER.validate_python({**AGGREGATE, **overrides})
+
+    assert [e["type"] for e in caught.value.errors()] == [error_type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error_type"),
+    [
+        ({"equals": "error", "changes": {"from": "ok", "to": "error"}}, "sw.key.state_both"),
+        ({}, "sw.key.state_neither"),
+        ({"changes": {"from": "error", "to": "error"}}, "sw.key.same_states"),
+    ],
+)
+def test_invalid_state_rules_are_refused(fields: dict[str, Any], error_type: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ADAPTER.validate_python(
+            {"name": "s", "type": "state", "match": {"state": "error"}, **fields}
+        )
 
     assert [e["type"] for e in caught.value.errors()] == [error_type]

@@ -1,0 +1,711 @@
+"""One evaluator class per rule type: matching, templates, and the type's state machine.
+
+:data:`EVALUATORS` maps a rule model to its evaluator factory (the registry of rule types;
+:class:`~pipeline.rules.engine.RuleEngine` builds one evaluator per rule with
+:func:`make_evaluator`). An evaluator is stateless between calls: it reads one
+:data:`~pipeline.rules.state.EngineState` entry and returns the next, appending transitions.
+The semantics (floors, deadlines, due times, reload) are described in
+:mod:`pipeline.rules.engine`; the alert lifecycle in :mod:`pipeline.rules.lifecycle`.
+
+Every evaluator offers: ``matches(record)``, ``owns(entry)`` (same rule and definition hash),
+``is_late(entry, ts_ms)``, ``on_record(key, entry, record, out)``, ``deadline(entry)`` (due
+clock time), ``expire(key, entry, now_ms, out)`` and ``carry(stale_entry)`` (a fresh entry
+keeping only a firing alert).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import operator
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
+
+from jinja2 import Template
+
+from pipeline.models import AlertTransition, Measurement, StateEvent
+from pipeline.rules.duration import format_duration
+from pipeline.rules.lifecycle import (
+    Change,
+    Timing,
+    apply_deadline,
+    catch_up,
+    expire_due,
+    observe,
+)
+from pipeline.rules.lifecycle import deadline as phase_deadline
+from pipeline.rules.schema import (
+    AbsenceRule,
+    AggregateRule,
+    Comparison,
+    Condition,
+    HoppingWindow,
+    Percentile,
+    Range,
+    Rule,
+    SlidingWindow,
+    StateRule,
+    ThresholdRule,
+)
+from pipeline.rules.state import (
+    AbsenceState,
+    AlertState,
+    EngineState,
+    Phase,
+    Subject,
+    WindowState,
+)
+from pipeline.rules.templates import compile_template, render
+from pipeline.windows import (
+    MAX_SLIDING_CELLS,
+    PERCENTILE_BUDGET,
+    add_to_panes,
+    aggregate,
+    next_window_end,
+    pane_start,
+    sliding_insert,
+    window_panes,
+)
+
+__all__ = ["EVALUATORS", "AnyEvaluator", "Evaluator", "Record", "make_evaluator", "rule_hash"]
+
+Record = Measurement | StateEvent
+"""What the engine evaluates."""
+
+_PRESENTATION: Final = frozenset(
+    {"name", "description", "summary", "severity", "labels", "channels"}
+)
+
+
+def rule_hash(rule: Rule) -> int:
+    """32-bit hash of what decides a rule's alerts (not its texts, severity, labels, channels)."""
+    data = rule.model_dump(mode="json", by_alias=True, exclude=set(_PRESENTATION))
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+
+
+Predicate = Callable[[float], bool]
+StrMatcher = Callable[[str], bool] | None
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _predicate(condition: Condition) -> Predicate:
+    if isinstance(condition, Comparison):
+        compare = _COMPARE[condition.op]
+        threshold = condition.value
+        return lambda value: compare(value, threshold)
+    low, high = condition.low, condition.high
+    if condition.op == "between":
+        return lambda value: low <= value <= high
+    return lambda value: value < low or value > high
+
+
+def _clear_predicate(rule: ThresholdRule | AggregateRule, fires: Predicate) -> Predicate:
+    clear = rule.clear
+    if clear is not None and clear.condition is not None:
+        clear_condition = _predicate(clear.condition)
+        return lambda value: clear_condition(value) and not fires(value)
+    return lambda value: not fires(value)
+
+
+def _glob(pattern: str) -> StrMatcher:
+    """Matcher for a glob; None when it matches everything (the common ``*``)."""
+    if pattern == "*":
+        return None
+    if not any(c in pattern for c in "*?["):
+        return pattern.__eq__
+    regex = re.compile(fnmatch.translate(pattern))
+    return lambda text: regex.match(text) is not None
+
+
+def _as_written(number: float) -> float | int:
+    """``40.0`` -> ``40``: YAML ``value: 40`` should render as 40 in templates, not 40.0."""
+    return int(number) if float(number).is_integer() else number
+
+
+def _condition_context(condition: Condition) -> dict[str, Any]:
+    if isinstance(condition, Range):
+        return {
+            "op": condition.op,
+            "threshold": f"{condition.low:g}..{condition.high:g}",
+            "low": _as_written(condition.low),
+            "high": _as_written(condition.high),
+        }
+    return {"op": condition.op, "threshold": _as_written(condition.value)}
+
+
+def _ms(duration: Any) -> int:
+    return int(duration.total_seconds() * 1000)
+
+
+def _later(floor: int | None, ts_ms: int) -> int:
+    return ts_ms if floor is None or ts_ms > floor else floor
+
+
+def _subject(record: Record) -> Subject:
+    if isinstance(record, Measurement):
+        return Subject(
+            record.entity, record.source, record.stream, record.metric, record.unit, record.labels
+        )
+    return Subject(record.entity, record.source, record.stream, record.name, "", record.labels)
+
+
+def _firing(entry: EngineState) -> tuple[int, float | str] | None:
+    """``(since, value)`` of a firing alert held in any kind of entry."""
+    if isinstance(entry, AbsenceState):
+        if entry.firing_since_ms is None:
+            return None
+        return entry.firing_since_ms, entry.value
+    if entry.phase is not None and entry.phase.state == "firing":
+        return entry.phase.since_ms, entry.phase.value
+    return None
+
+
+E = TypeVar("E", AlertState, WindowState, AbsenceState)
+
+
+class Evaluator(Generic[E]):
+    """One compiled rule: matching, templates, and its type's state machine over ``E``."""
+
+    kind: ClassVar[Literal["measurement", "state"]] = "measurement"
+    entry_type: ClassVar[type[Any]]
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.hash = rule_hash(rule)
+        self.grace_ms = _ms(rule.grace)
+        match = rule.match
+        self.source = match.source
+        self.match_name = rule.match.state if isinstance(rule, StateRule) else rule.match.metric
+        self.stream = _glob(match.stream)
+        self.entity = _glob(match.entity)
+        self.labels = tuple(sorted(match.labels.items()))
+        self.summary: Template = compile_template(rule.summary)
+        self.description: Template | None = (
+            compile_template(rule.description) if rule.description else None
+        )
+        self.channels = tuple(rule.channels)
+        self.context: dict[str, Any] = {"type": rule.type}
+
+    # --- matching -----------------------------------------------------------------------------
+
+    def matches(self, record: Record) -> bool:
+        if self.stream is not None and not self.stream(record.stream):
+            return False
+        if self.entity is not None and not self.entity(record.entity):
+            return False
+        if self.labels:
+            labels = record.labels
+            for key, value in self.labels:
+                if labels.get(key) != value:
+                    return False
+        return True
+
+    def owns(self, entry: EngineState) -> bool:
+        """Whether ``entry`` was written by this very definition."""
+        return (
+            isinstance(entry, self.entry_type)
+            and entry.rule == self.name
+            and entry.rule_hash == self.hash
+        )
+
+    # --- per type -----------------------------------------------------------------------------
+
+    def is_late(self, entry: E, ts_ms: int) -> bool:
+        raise NotImplementedError
+
+    def floor(self, entry: E) -> int | None:
+        """Earliest event time not late (for the log), when simple to state."""
+        raise NotImplementedError
+
+    def on_record(
+        self, key: str, entry: E | None, record: Record, out: list[AlertTransition]
+    ) -> E | None:
+        """The entry after a record that is not late; the same object when unchanged."""
+        raise NotImplementedError
+
+    def deadline(self, entry: E) -> int | None:
+        """Due time (clock ms) at which :meth:`expire` must run, or None."""
+        raise NotImplementedError
+
+    def expire(self, key: str, entry: E, now_ms: int, out: list[AlertTransition]) -> E | None:
+        """The entry after applying everything due at ``now_ms``."""
+        raise NotImplementedError
+
+    def carry(self, stale: EngineState) -> E | None:
+        """A fresh entry keeping only a firing alert of ``stale`` (written by another
+        definition), or None."""
+        raise NotImplementedError
+
+    # --- transitions --------------------------------------------------------------------------
+
+    def transition(
+        self, key: str, subject: Subject, change: Change, extra: dict[str, Any] | None = None
+    ) -> AlertTransition:
+        rule = self.rule
+        labels = {**subject.labels, **rule.labels}
+        context: dict[str, Any] = {
+            "rule": self.name,
+            "entity": subject.entity,
+            "source": subject.source,
+            "stream": subject.stream,
+            "metric": subject.metric,
+            "value": change.value,
+            "unit": subject.unit,
+            "labels": labels,
+            "state": change.state,
+            "ts_ms": change.ts_ms,
+            "severity": rule.severity,
+            **self.context,
+        }
+        if extra:
+            context.update(extra)
+        return AlertTransition(
+            fingerprint=key,
+            rule=self.name,
+            state=change.state,
+            entity=subject.entity,
+            source=subject.source,
+            stream=subject.stream,
+            metric=subject.metric,
+            value=change.value,
+            severity=rule.severity,
+            ts_ms=change.ts_ms,
+            summary=render(self.summary, context),
+            description=render(self.description, context) if self.description else "",
+            channels=self.channels,
+            labels=labels,
+        )
+
+
+class _InstantEvaluator(Evaluator[AlertState]):
+    """Shared by threshold and state rules: each record is an observation."""
+
+    entry_type = AlertState
+    timing: Timing
+
+    def is_late(self, entry: AlertState, ts_ms: int) -> bool:
+        return entry.floor_ms is not None and ts_ms < entry.floor_ms
+
+    def floor(self, entry: AlertState) -> int | None:
+        return entry.floor_ms
+
+    def deadline(self, entry: AlertState) -> int | None:
+        due = phase_deadline(entry.phase, self.timing)
+        return None if due is None else due + 1 + self.grace_ms
+
+    def expire(
+        self, key: str, entry: AlertState, now_ms: int, out: list[AlertTransition]
+    ) -> AlertState | None:
+        changes: list[Change] = []
+        phase, applied = expire_due(entry.phase, now_ms, self.grace_ms, self.timing, changes)
+        if applied is None:
+            return entry
+        self.announce(key, entry, changes, out, entry.seen_before)
+        floor = _later(entry.floor_ms, applied + 1)
+        return self.store(entry, entry.subject, phase, floor, entry.seen, entry.seen_before)
+
+    def carry(self, stale: EngineState) -> AlertState | None:
+        firing = _firing(stale)
+        if firing is None:
+            return None
+        since, value = firing
+        return AlertState(self.name, self.hash, stale.subject, Phase("firing", since, value))
+
+    def store(
+        self,
+        entry: AlertState | None,
+        subject: Subject,
+        phase: Phase | None,
+        floor_ms: int | None,
+        seen: str | None = None,
+        seen_before: str | None = None,
+    ) -> AlertState | None:
+        """The new entry (``entry`` itself if equal; None when there is nothing to keep)."""
+        if phase is None and seen is None:
+            return None
+        new = AlertState(self.name, self.hash, subject, phase, floor_ms, seen, seen_before)
+        return entry if entry is not None and entry == new else new
+
+    def announce(
+        self,
+        key: str,
+        entry: AlertState | None,
+        changes: list[Change],
+        out: list[AlertTransition],
+        previous: str | None,
+        subject: Subject | None = None,
+    ) -> None:
+        target = subject if subject is not None else entry.subject if entry else None
+        if target is None:
+            return
+        for change in changes:
+            out.append(self.transition(key, target, change, self.context_of(previous)))
+
+    def context_of(self, previous: str | None) -> dict[str, Any] | None:
+        return None
+
+
+class _ThresholdEvaluator(_InstantEvaluator):
+    def __init__(self, rule: ThresholdRule) -> None:
+        super().__init__(rule)
+        self.fires = _predicate(rule.condition)
+        self.clears = _clear_predicate(rule, self.fires)
+        self.timing = Timing(_ms(rule.for_), _ms(rule.clear.for_) if rule.clear else 0)
+        self.context.update(_condition_context(rule.condition))
+
+    def on_record(
+        self, key: str, entry: AlertState | None, record: Record, out: list[AlertTransition]
+    ) -> AlertState | None:
+        if not isinstance(record, Measurement):
+            return entry
+        ts, value = record.ts_ms, record.value
+        phase = entry.phase if entry is not None else None
+        floor = entry.floor_ms if entry is not None else None
+        changes: list[Change] = []
+        phase, applied = catch_up(phase, ts, self.timing, changes)
+        if applied is not None:
+            floor = _later(floor, applied + 1)
+        before = phase
+        phase = observe(
+            phase, ts, value, self.fires(value), self.clears(value), self.timing, changes
+        )
+        if phase is not before:
+            floor = _later(floor, ts)
+        subject = entry.subject if entry is not None else _subject(record)
+        self.announce(key, entry, changes, out, None, subject)
+        return self.store(entry, subject, phase, floor)
+
+
+class _StateEvaluator(_InstantEvaluator):
+    kind = "state"
+
+    def __init__(self, rule: StateRule) -> None:
+        super().__init__(rule)
+        self.target = rule.target
+        self.changes_from = rule.changes.from_ if rule.changes is not None else None
+        self.timing = Timing(_ms(rule.for_), _ms(rule.clear.for_) if rule.clear else 0)
+        self.context["expected"] = self.target
+
+    def context_of(self, previous: str | None) -> dict[str, Any] | None:
+        return {"previous": previous}
+
+    def on_record(
+        self, key: str, entry: AlertState | None, record: Record, out: list[AlertTransition]
+    ) -> AlertState | None:
+        if not isinstance(record, StateEvent):
+            return entry
+        ts, value = record.ts_ms, record.value
+        seen = entry.seen if entry is not None else None
+        previous = record.previous if record.previous is not None else seen
+        phase = entry.phase if entry is not None else None
+        floor = entry.floor_ms if entry is not None else None
+        changes: list[Change] = []
+        phase, applied = catch_up(phase, ts, self.timing, changes)
+        if applied is not None:
+            floor = _later(floor, applied + 1)
+        subject = entry.subject if entry is not None else _subject(record)
+        # deadlines applied before this record announce the state before it
+        self.announce(key, entry, changes, out, entry.seen_before if entry else None, subject)
+        changes.clear()
+        holds = value == self.target and (
+            self.changes_from is None or phase is not None or previous == self.changes_from
+        )
+        phase = observe(phase, ts, value, holds, not holds, self.timing, changes)
+        self.announce(key, entry, changes, out, previous, subject)
+        seen_before = entry.seen_before if entry is not None and value == seen else previous
+        return self.store(entry, subject, phase, _later(floor, ts), value, seen_before)
+
+
+class _AbsenceEvaluator(Evaluator[AbsenceState]):
+    entry_type = AbsenceState
+
+    def __init__(self, rule: AbsenceRule) -> None:
+        super().__init__(rule)
+        self.after_ms = _ms(rule.after)
+        self.context["after"] = format_duration(rule.after)
+
+    def is_late(self, entry: AbsenceState, ts_ms: int) -> bool:
+        return ts_ms < self.floor(entry)
+
+    def floor(self, entry: AbsenceState) -> int:
+        if entry.firing_since_ms is not None:
+            return entry.firing_since_ms + 1
+        return entry.last_seen_ms - self.grace_ms
+
+    def deadline(self, entry: AbsenceState) -> int | None:
+        if entry.firing_since_ms is not None:
+            return None
+        return entry.last_seen_ms + self.after_ms + 1 + self.grace_ms
+
+    def _fire(self, key: str, entry: AbsenceState, out: list[AlertTransition]) -> AbsenceState:
+        at = entry.last_seen_ms + self.after_ms
+        change = Change("firing", at, entry.value, entry.last_seen_ms)
+        out.append(
+            self.transition(key, entry.subject, change, {"last_seen_ms": entry.last_seen_ms})
+        )
+        return AbsenceState(
+            self.name, self.hash, entry.subject, entry.last_seen_ms, entry.value, at
+        )
+
+    def on_record(
+        self, key: str, entry: AbsenceState | None, record: Record, out: list[AlertTransition]
+    ) -> AbsenceState | None:
+        if not isinstance(record, Measurement):
+            return entry
+        ts, value = record.ts_ms, record.value
+        if entry is None:
+            return AbsenceState(self.name, self.hash, _subject(record), ts, value)
+        if entry.firing_since_ms is None and entry.last_seen_ms + self.after_ms < ts:
+            entry = self._fire(key, entry, out)  # silent for `after`, found out only now
+        if entry.firing_since_ms is not None:
+            change = Change("resolved", ts, value, ts)
+            out.append(
+                self.transition(key, entry.subject, change, {"last_seen_ms": entry.last_seen_ms})
+            )
+        if ts >= entry.last_seen_ms:
+            last_seen, last = ts, value
+        else:
+            last_seen, last = entry.last_seen_ms, entry.value
+        new = AbsenceState(self.name, self.hash, entry.subject, last_seen, last)
+        return entry if new == entry else new
+
+    def expire(
+        self, key: str, entry: AbsenceState, now_ms: int, out: list[AlertTransition]
+    ) -> AbsenceState | None:
+        due = self.deadline(entry)
+        if due is None or due > now_ms:
+            return entry
+        return self._fire(key, entry, out)
+
+    def carry(self, stale: EngineState) -> AbsenceState | None:
+        firing = _firing(stale)
+        if firing is None:
+            return None
+        since, value = firing
+        number = value if isinstance(value, float) else math.nan
+        return AbsenceState(self.name, self.hash, stale.subject, since, number, since)
+
+
+class _WindowBase(Evaluator[WindowState]):
+    """Shared by the aggregate evaluators."""
+
+    entry_type = WindowState
+
+    def __init__(self, rule: AggregateRule, pane_bound: int) -> None:
+        super().__init__(rule)
+        self.size_ms = _ms(rule.window.size)
+        how = rule.aggregate
+        self.how = how.percentile if isinstance(how, Percentile) else how
+        self.sample_cap = (
+            max(1, PERCENTILE_BUDGET // pane_bound) if isinstance(how, Percentile) else 0
+        )
+        self.fires = _predicate(rule.condition)
+        self.clears = _clear_predicate(rule, self.fires)
+        self.timing = Timing(_ms(rule.for_), _ms(rule.clear.for_) if rule.clear else 0)
+        name = f"p{_as_written(how.percentile):g}" if isinstance(how, Percentile) else how
+        self.context.update(_condition_context(rule.condition))
+        self.context.update(
+            aggregate=name, window=rule.window.kind, window_size=format_duration(rule.window.size)
+        )
+
+    def carry(self, stale: EngineState) -> WindowState | None:
+        firing = _firing(stale)
+        if firing is None:
+            return None
+        since, value = firing
+        return WindowState(
+            self.name, self.hash, stale.subject, Phase("firing", since, value), since
+        )
+
+    def announce(
+        self, key: str, subject: Subject, changes: list[Change], out: list[AlertTransition]
+    ) -> None:
+        for change in changes:
+            window = {
+                "window_start_ms": change.observed_ms - self.size_ms,
+                "window_end_ms": change.observed_ms,
+            }
+            out.append(self.transition(key, subject, change, window))
+
+    def observe(
+        self, phase: Phase | None, ts_ms: int, value: float | None, changes: list[Change]
+    ) -> Phase | None:
+        if value is None:
+            return phase
+        return observe(
+            phase, ts_ms, value, self.fires(value), self.clears(value), self.timing, changes
+        )
+
+    def floor(self, entry: WindowState) -> int | None:
+        return entry.floor_ms
+
+
+class _TumblingEvaluator(_WindowBase):
+    """Tumbling and hopping windows: aligned panes of ``hop``, results when a window closes."""
+
+    def __init__(self, rule: AggregateRule) -> None:
+        window = rule.window
+        size_ms = _ms(window.size)
+        hop_ms = _ms(window.hop) if isinstance(window, HoppingWindow) else size_ms
+        bound = -(-(size_ms + _ms(rule.grace)) // hop_ms) + 1
+        super().__init__(rule, bound)
+        self.hop_ms = hop_ms
+
+    def is_late(self, entry: WindowState, ts_ms: int) -> bool:
+        if entry.floor_ms is not None and ts_ms < entry.floor_ms:
+            return True
+        return pane_start(ts_ms, self.hop_ms) + self.hop_ms + self.grace_ms <= entry.watermark_ms
+
+    def deadline(self, entry: WindowState) -> int | None:
+        end = next_window_end(entry.panes, entry.floor_ms, self.hop_ms)
+        due = phase_deadline(entry.phase, self.timing)
+        candidates = []
+        if end is not None:
+            candidates.append(end + self.grace_ms)
+        if due is not None:
+            candidates.append(due + 1 + self.grace_ms)
+        return min(candidates) if candidates else None
+
+    def _run(self, entry: WindowState, now_ms: int, changes: list[Change]) -> WindowState:
+        """Close the windows and apply the deadlines due at ``now_ms``, in event-time order."""
+        phase, floor, panes = entry.phase, entry.floor_ms, entry.panes
+        grace = self.grace_ms
+        while True:
+            end = next_window_end(panes, floor, self.hop_ms)
+            end_due = end is not None and end + grace <= now_ms
+            if phase is not None:
+                due = phase_deadline(phase, self.timing)
+                if (
+                    due is not None
+                    and due + 1 + grace <= now_ms
+                    and (end is None or not end_due or due < end)
+                ):
+                    phase, change = apply_deadline(phase, self.timing)
+                    changes.append(change)
+                    continue
+            if end is None or not end_due:
+                break
+            value = aggregate(window_panes(panes, end, self.size_ms), self.how)
+            phase = self.observe(phase, end, value, changes)
+            floor = end
+            panes = tuple(p for p in panes if p.start_ms > end - self.size_ms)
+        if phase is entry.phase and floor == entry.floor_ms and panes is entry.panes:
+            return entry
+        return WindowState(
+            self.name, self.hash, entry.subject, phase, entry.watermark_ms, floor, panes
+        )
+
+    def on_record(
+        self, key: str, entry: WindowState | None, record: Record, out: list[AlertTransition]
+    ) -> WindowState | None:
+        if not isinstance(record, Measurement):
+            return entry
+        ts = record.ts_ms
+        if entry is None:
+            entry = WindowState(self.name, self.hash, _subject(record), None, ts)
+        watermark = max(entry.watermark_ms, ts)
+        changes: list[Change] = []
+        entry = self._run(entry, watermark, changes)
+        self.announce(key, entry.subject, changes, out)
+        panes = add_to_panes(entry.panes, ts, record.value, self.hop_ms, self.sample_cap)
+        return WindowState(
+            self.name, self.hash, entry.subject, entry.phase, watermark, entry.floor_ms, panes
+        )
+
+    def expire(
+        self, key: str, entry: WindowState, now_ms: int, out: list[AlertTransition]
+    ) -> WindowState | None:
+        changes: list[Change] = []
+        new = self._run(entry, now_ms, changes)
+        self.announce(key, new.subject, changes, out)
+        return new
+
+
+class _SlidingEvaluator(_WindowBase):
+    """Sliding windows: a result at every record, over ``(watermark - size, watermark]``."""
+
+    def __init__(self, rule: AggregateRule) -> None:
+        super().__init__(rule, MAX_SLIDING_CELLS)
+
+    def is_late(self, entry: WindowState, ts_ms: int) -> bool:
+        if entry.floor_ms is not None and ts_ms < entry.floor_ms:
+            return True
+        wm = entry.watermark_ms
+        return ts_ms < wm - self.grace_ms or ts_ms <= wm - self.size_ms
+
+    def deadline(self, entry: WindowState) -> int | None:
+        due = phase_deadline(entry.phase, self.timing)
+        return None if due is None else due + 1 + self.grace_ms
+
+    def on_record(
+        self, key: str, entry: WindowState | None, record: Record, out: list[AlertTransition]
+    ) -> WindowState | None:
+        if not isinstance(record, Measurement):
+            return entry
+        ts = record.ts_ms
+        if entry is None:
+            entry = WindowState(self.name, self.hash, _subject(record), None, ts)
+        watermark = max(entry.watermark_ms, ts)
+        changes: list[Change] = []
+        phase, applied = catch_up(entry.phase, watermark, self.timing, changes)
+        floor = entry.floor_ms if applied is None else _later(entry.floor_ms, applied + 1)
+        cells = sliding_insert(
+            entry.panes, ts, record.value, watermark, self.size_ms, self.sample_cap
+        )
+        phase = self.observe(phase, watermark, aggregate(cells, self.how), changes)
+        self.announce(key, entry.subject, changes, out)
+        return WindowState(self.name, self.hash, entry.subject, phase, watermark, floor, cells)
+
+    def expire(
+        self, key: str, entry: WindowState, now_ms: int, out: list[AlertTransition]
+    ) -> WindowState | None:
+        changes: list[Change] = []
+        phase, applied = expire_due(entry.phase, now_ms, self.grace_ms, self.timing, changes)
+        if applied is None:
+            return entry
+        self.announce(key, entry.subject, changes, out)
+        return WindowState(
+            self.name,
+            self.hash,
+            entry.subject,
+            phase,
+            entry.watermark_ms,
+            _later(entry.floor_ms, applied + 1),
+            entry.panes,
+        )
+
+
+AnyEvaluator = Evaluator[AlertState] | Evaluator[WindowState] | Evaluator[AbsenceState]
+
+
+def _aggregate_evaluator(rule: AggregateRule) -> AnyEvaluator:
+    if isinstance(rule.window, SlidingWindow):
+        return _SlidingEvaluator(rule)
+    return _TumblingEvaluator(rule)
+
+
+EVALUATORS: dict[type[Any], Callable[[Any], AnyEvaluator]] = {
+    ThresholdRule: _ThresholdEvaluator,
+    AggregateRule: _aggregate_evaluator,
+    AbsenceRule: _AbsenceEvaluator,
+    StateRule: _StateEvaluator,
+}
+"""Rule model -> evaluator factory: the registry of rule types."""
+
+
+def make_evaluator(rule: Rule) -> AnyEvaluator:
+    """The evaluator of ``rule``, from :data:`EVALUATORS`."""
+    return EVALUATORS[type(rule)](rule)

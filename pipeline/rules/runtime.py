@@ -1,0 +1,199 @@
+"""Drive a :class:`~pipeline.rules.engine.RuleEngine` with records and a clock: live or replay.
+
+:class:`RuleRuntime` owns what the engine leaves to its caller: a *clock* and a heap of due
+times, so that deadlines (a pending ``for``, a window that must close, an absence) fire even
+when no further record arrives. Both drivers use the same two calls:
+
+- live (the faust worker): :meth:`~RuleRuntime.process` for every record, and
+  :meth:`~RuleRuntime.advance` with the wall-clock time from a timer, e.g. every second;
+- replay (``streamwarden replay`` over recorded records): :meth:`~RuleRuntime.process` for
+  every record in order, then ``advance(end_ms)`` to let timers run to the end of the
+  recording.
+
+Semantics, exactly:
+
+- The clock (:attr:`~RuleRuntime.clock_ms`) is the largest time seen so far: every
+  ``advance(now_ms)`` argument and every processed record's ``ts_ms``. It never goes back; an
+  earlier ``now_ms`` is ignored. In replay it is event time; live it is wall-clock time, or a
+  record's event time if that is ahead (a record from the future moves the clock for every
+  entity, as it would in replay).
+- ``process(record)`` = ``advance(record.ts_ms)``, then ``engine.evaluate`` on the record,
+  then the entries that record made due at once. Its result lists the transitions in that
+  order.
+- ``advance(now_ms)`` raises the clock and calls ``engine.expire`` for every entry whose
+  due time (``engine.deadline``) is at or before the clock, in order of due time then key.
+  Transitions carry the event time of their deadline, never the clock.
+
+Why live and replay agree: an entry's due time is ``bound + grace``, the point after which no
+record that is not late can change the outcome, and the engine applies an overdue deadline
+before a record of the same entity exactly as a timer would. So the transitions of every
+alert (in order), the late counts and the final state do not depend on when ``advance`` is
+called, as long as no record reaches the runtime more than ``grace`` (of its rule) behind the
+clock. Live, that means the transport delay stays within ``grace``; in replay that records are
+out of order by at most ``grace``. A record later than that may count as late in one driver
+and not the other. The interleaving of transitions of *different* alerts in the returned lists
+can differ (a live timer may fire between two records where replay waits for the next
+record); consumers key by fingerprint.
+
+Timers: the heap holds at most one live entry per key (the earliest due time known); when a
+key's due time moves later the old heap entry stays and is re-checked when popped, when it
+moves earlier a new one is pushed. Entries that no longer match (rescheduled, deleted, no
+longer due) are skipped. :meth:`~RuleRuntime.rebuild` refills the heap from the state, e.g.
+after a partition assignment; :meth:`~RuleRuntime.set_engine` swaps in a reloaded engine.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, MutableMapping
+
+from pipeline.models import AlertTransition
+from pipeline.rules.engine import EngineState, Record, RuleEngine
+
+__all__ = ["RuleRuntime"]
+
+
+class _Tracked(MutableMapping[str, EngineState]):
+    """The caller's state, noting which keys the engine wrote so their timers follow."""
+
+    def __init__(self, inner: MutableMapping[str, EngineState]) -> None:
+        self.inner = inner
+        self.touched: dict[str, EngineState | None] = {}
+
+    def __getitem__(self, key: str) -> EngineState:
+        return self.inner[key]
+
+    def __setitem__(self, key: str, value: EngineState) -> None:
+        self.inner[key] = value
+        self.touched[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.inner[key]
+        self.touched[key] = None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class RuleRuntime:
+    """A rule engine, its state and a timer heap; see the module docstring.
+
+    Args:
+        engine: the rules.
+        state: engine state by fingerprint (a dict, or the worker's table view); the runtime
+            never iterates it.
+    """
+
+    def __init__(self, engine: RuleEngine, state: MutableMapping[str, EngineState]) -> None:
+        self._engine = engine
+        self._state = _Tracked(state)
+        self._heap: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
+        self._clock: int | None = None
+
+    @property
+    def engine(self) -> RuleEngine:
+        """The engine in use."""
+        return self._engine
+
+    @property
+    def clock_ms(self) -> int | None:
+        """The largest time seen (``advance`` arguments, record times); None before any."""
+        return self._clock
+
+    @property
+    def next_due_ms(self) -> int | None:
+        """Earliest due time in the heap (possibly a stale entry), or None."""
+        return self._heap[0][0] if self._heap else None
+
+    @property
+    def timers(self) -> int:
+        """Keys with a scheduled due time."""
+        return len(self._scheduled)
+
+    def set_engine(self, engine: RuleEngine) -> None:
+        """Use a reloaded engine; the due times of scheduled keys are recomputed.
+
+        Entries that had no due time under the old engine are not visited; those of changed
+        rules are reset when their entity's next record comes, those of removed rules stay
+        until a :meth:`rebuild`.
+        """
+        self._engine = engine
+        for key in list(self._scheduled):
+            entry = self._state.get(key)
+            if entry is not None:
+                self._schedule(key, engine.deadline(key, entry))
+
+    def rebuild(self, items: Iterable[tuple[str, EngineState]]) -> None:
+        """Forget every timer and schedule those of ``items`` (all entries of the state)."""
+        self._heap.clear()
+        self._scheduled.clear()
+        for key, entry in items:
+            self._schedule(key, self._engine.deadline(key, entry))
+
+    def process(self, record: Record) -> list[AlertTransition]:
+        """Advance to the record's event time, evaluate it, and run what it made due."""
+        out = self.advance(record.ts_ms)
+        out.extend(self._engine.evaluate(self._state, record))
+        self._follow_writes()
+        out.extend(self._run_due())
+        return out
+
+    def advance(self, now_ms: int) -> list[AlertTransition]:
+        """Raise the clock to ``now_ms`` and expire every entry due by then.
+
+        Returns:
+            The transitions, in order of due time then key.
+        """
+        if self._clock is None or now_ms > self._clock:
+            self._clock = now_ms
+        return self._run_due()
+
+    def _run_due(self) -> list[AlertTransition]:
+        out: list[AlertTransition] = []
+        clock = self._clock
+        if clock is None:
+            return out
+        heap = self._heap
+        while heap and heap[0][0] <= clock:
+            due, key = heapq.heappop(heap)
+            if self._scheduled.get(key) != due:
+                continue  # superseded by an earlier due time, or already handled
+            del self._scheduled[key]
+            entry = self._state.get(key)
+            if entry is None:
+                continue
+            actual = self._engine.deadline(key, entry)
+            if actual is None:
+                continue
+            if actual > clock:
+                self._schedule(key, actual)
+                continue
+            out.extend(self._engine.expire(self._state, key, clock))
+            self._follow_writes()
+            entry = self._state.get(key)
+            again = None if entry is None else self._engine.deadline(key, entry)
+            if again is not None and again <= clock:  # a bug in an evaluator: fail loudly
+                raise RuntimeError(f"entry {key} is still due after expire at {clock}")
+            self._schedule(key, again)
+        return out
+
+    def _follow_writes(self) -> None:
+        touched = self._state.touched
+        if not touched:
+            return
+        for key, entry in touched.items():
+            if entry is not None:
+                self._schedule(key, self._engine.deadline(key, entry))
+        touched.clear()
+
+    def _schedule(self, key: str, due: int | None) -> None:
+        if due is None:
+            return
+        current = self._scheduled.get(key)
+        if current is None or due < current:
+            self._scheduled[key] = due
+            heapq.heappush(self._heap, (due, key))

@@ -1,0 +1,339 @@
+"""Pure window and aggregate functions: values in, numbers out; no faust, no clock.
+
+Everything here is a plain function over immutable :class:`Pane` values, with every time an
+explicit ``*_ms`` argument, so the rule engine can keep panes in its msgpack state and tests
+can call the functions directly.
+
+Panes
+    A :class:`Pane` accumulates the records of one stretch of event time: count, sum, min,
+    max, the first and last value by event time, and (only when a percentile is asked for) a
+    bounded sample of values. Panes merge without loss for every aggregate except
+    percentiles, so a window is the merge of its panes.
+
+Tumbling and hopping windows
+    Windows are aligned to the epoch: a window of ``size`` starts at every multiple of
+    ``hop`` (tumbling: ``hop == size``) and covers ``[start, start + size)``. ``size`` must be
+    a multiple of ``hop``, so every window is the union of ``size / hop`` panes of ``hop``
+    each, and a record updates exactly one pane (:func:`pane_start`) however many windows
+    hold it. See :func:`next_window_end` and :func:`window_panes`.
+
+Sliding windows
+    The window ending at event time ``t`` covers ``(t - size, t]``. Each record first gets a
+    cell (a pane) of its own, so the aggregate is exact; when more than
+    :data:`MAX_SLIDING_CELLS` cells would be kept, cells falling into the same
+    ``size / SLIDING_SLOTS`` slot are merged (:func:`sliding_insert`). From then on the old
+    edge of the window is accurate to one slot (a merged cell straddling the edge counts
+    whole); the other aggregates stay exact.
+
+Percentiles
+    Nearest-rank over a sample: the smallest sampled value whose cumulative weight reaches
+    ``p`` percent of the total. A pane's sample is a small KLL sketch: levels of sorted
+    values, a value of level ``h`` standing for ``2**h`` records. Every record enters level
+    0; a level holding more than its capacity (``sample_cap / 3`` for the top level, two
+    thirds of the level above for each lower one, at least 2) passes every other value of an
+    even number of them, sorted, to the next level. So the sample is exact until a pane holds
+    ``sample_cap / 3`` records, and holds at most about ``sample_cap + 2 * levels`` values
+    (levels grow with log2 of the records). Which half is passed on is a coin flipped by
+    hashing the record count and level: deterministic, so the result depends only on the
+    values and their order. The rule engine sizes ``sample_cap`` so one entity of one rule
+    keeps at most about :data:`PERCENTILE_BUDGET` values.
+
+Aggregates (:func:`aggregate`): ``avg``, ``min``, ``max``, ``sum``, ``count``, ``last`` (value
+with the latest event time; on a tie the later arrival), ``rate`` (change per second between
+the first and the last value by event time; no result below two distinct timestamps; no
+counter-reset handling) and a percentile given as a float. A window without a result (empty,
+or ``rate`` from a single timestamp) yields ``None``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from typing import Final, Literal
+
+import msgspec
+
+__all__ = [
+    "AGGREGATES",
+    "MAX_SLIDING_CELLS",
+    "PERCENTILE_BUDGET",
+    "SLIDING_SLOTS",
+    "AggregateName",
+    "Pane",
+    "add_to_panes",
+    "aggregate",
+    "merge_panes",
+    "new_pane",
+    "next_window_end",
+    "pane_add",
+    "pane_start",
+    "percentile",
+    "sliding_insert",
+    "window_panes",
+]
+
+AggregateName = Literal["avg", "min", "max", "sum", "count", "last", "rate"]
+AGGREGATES: Final[tuple[AggregateName, ...]] = (
+    "avg",
+    "min",
+    "max",
+    "sum",
+    "count",
+    "last",
+    "rate",
+)
+PERCENTILE_BUDGET: Final = 2048
+"""Most sampled values one entity of one percentile rule keeps, over all its panes."""
+SLIDING_SLOTS: Final = 128
+"""A sliding window's time resolution once its cells are merged: ``size / SLIDING_SLOTS``."""
+MAX_SLIDING_CELLS: Final = 256
+"""Most cells a sliding window keeps; past it, cells in the same slot are merged."""
+
+
+class Pane(msgspec.Struct, frozen=True, array_like=True):
+    """Accumulated records of one stretch of event time.
+
+    Attributes:
+        start_ms: pane start (tumbling/hopping: aligned; sliding: start of the cell's slot).
+        count: number of records.
+        total: sum of the values.
+        low, high: smallest and largest value.
+        first_ms, first: earliest event time and its value.
+        last_ms, last: latest event time and its value.
+        sample: KLL levels of sorted values, level ``h`` weighing ``2**h``; empty unless a
+            percentile is computed.
+    """
+
+    start_ms: int
+    count: int
+    total: float
+    low: float
+    high: float
+    first_ms: int
+    first: float
+    last_ms: int
+    last: float
+    sample: tuple[tuple[float, ...], ...] = ()
+
+
+def pane_start(ts_ms: int, pane_ms: int) -> int:
+    """Start of the aligned pane of length ``pane_ms`` holding ``ts_ms`` (also before 1970)."""
+    return ts_ms - ts_ms % pane_ms
+
+
+def new_pane(start_ms: int, ts_ms: int, value: float, sample_cap: int) -> Pane:
+    """A pane holding one record; ``sample_cap == 0`` keeps no sample."""
+    sample = ((value,),) if sample_cap > 0 else ()
+    return Pane(start_ms, 1, value, value, value, ts_ms, value, ts_ms, value, sample)
+
+
+def pane_add(pane: Pane, ts_ms: int, value: float, sample_cap: int) -> Pane:
+    """``pane`` with one more record (records may come in any order of event time)."""
+    first_ms, first = (ts_ms, value) if ts_ms < pane.first_ms else (pane.first_ms, pane.first)
+    last_ms, last = (ts_ms, value) if ts_ms >= pane.last_ms else (pane.last_ms, pane.last)
+    sample = pane.sample
+    if sample_cap > 0:
+        levels = [list(level) for level in sample] or [[]]
+        bisect.insort(levels[0], value)
+        sample = _compress(levels, sample_cap, pane.count + 1)
+    return Pane(
+        pane.start_ms,
+        pane.count + 1,
+        pane.total + value,
+        min(pane.low, value),
+        max(pane.high, value),
+        first_ms,
+        first,
+        last_ms,
+        last,
+        sample,
+    )
+
+
+def merge_panes(a: Pane, b: Pane, sample_cap: int) -> Pane:
+    """One pane holding the records of both; ``start_ms`` is the earlier start."""
+    first_ms, first = (b.first_ms, b.first) if b.first_ms < a.first_ms else (a.first_ms, a.first)
+    last_ms, last = (b.last_ms, b.last) if b.last_ms >= a.last_ms else (a.last_ms, a.last)
+    sample: tuple[tuple[float, ...], ...] = ()
+    if sample_cap > 0:
+        depth = max(len(a.sample), len(b.sample))
+        levels = [
+            sorted(
+                (a.sample[h] if h < len(a.sample) else ())
+                + (b.sample[h] if h < len(b.sample) else ())
+            )
+            for h in range(depth)
+        ]
+        sample = _compress(levels or [[]], sample_cap, a.count + b.count)
+    return Pane(
+        min(a.start_ms, b.start_ms),
+        a.count + b.count,
+        a.total + b.total,
+        min(a.low, b.low),
+        max(a.high, b.high),
+        first_ms,
+        first,
+        last_ms,
+        last,
+        sample,
+    )
+
+
+def _coin(salt: int, level: int) -> int:
+    """A reproducible fair bit from two integers (a multiplicative hash, top bit)."""
+    mixed = ((salt + 1) * 0x9E3779B97F4A7C15 ^ (level + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    mixed = (mixed ^ (mixed >> 31)) * 0x94D049BB133111EB & _MASK64
+    return mixed >> 63
+
+
+_MASK64: Final = (1 << 64) - 1
+
+
+def _compress(levels: list[list[float]], cap: int, salt: int) -> tuple[tuple[float, ...], ...]:
+    """Compact sorted KLL ``levels`` (bottom first) that hold more than their capacity.
+
+    Which half of a compacted run moves up is a coin flipped by hashing ``salt`` (the record
+    count) with the level: unbiased like KLL's random coin, yet reproducible.
+    """
+    top_capacity = max(2, cap // 3)
+    h = 0
+    while h < len(levels):
+        capacity = max(2, int(top_capacity * (2 / 3) ** (len(levels) - 1 - h)))
+        level = levels[h]
+        if len(level) > capacity:
+            even = len(level) - len(level) % 2
+            run, rest = level[:even], level[even:]
+            if h + 1 == len(levels):
+                levels.append([])
+            levels[h + 1] = sorted(levels[h + 1] + run[_coin(salt, h) :: 2])
+            levels[h] = rest
+        h += 1
+    return tuple(tuple(level) for level in levels)
+
+
+def add_to_panes(
+    panes: tuple[Pane, ...], ts_ms: int, value: float, pane_ms: int, sample_cap: int
+) -> tuple[Pane, ...]:
+    """Aligned ``panes`` (sorted by start) with the record added to its pane."""
+    start = pane_start(ts_ms, pane_ms)
+    starts = [p.start_ms for p in panes]
+    i = bisect.bisect_left(starts, start)
+    if i < len(panes) and panes[i].start_ms == start:
+        return (*panes[:i], pane_add(panes[i], ts_ms, value, sample_cap), *panes[i + 1 :])
+    return (*panes[:i], new_pane(start, ts_ms, value, sample_cap), *panes[i:])
+
+
+def next_window_end(panes: Sequence[Pane], closed_ms: int | None, hop_ms: int) -> int | None:
+    """End of the next window to close: the first one after ``closed_ms`` holding a pane.
+
+    Args:
+        panes: aligned panes sorted by start; those of closed windows already dropped.
+        closed_ms: end of the last window closed, or None.
+        hop_ms: the hop (the size, for tumbling windows).
+
+    Returns:
+        The window end (exclusive), or None when no pane is held.
+    """
+    if not panes:
+        return None
+    end = panes[0].start_ms + hop_ms
+    if closed_ms is not None and closed_ms + hop_ms > end:
+        end = closed_ms + hop_ms
+    return end
+
+
+def window_panes(panes: Sequence[Pane], end_ms: int, size_ms: int) -> list[Pane]:
+    """The panes of the window ``[end_ms - size_ms, end_ms)``."""
+    low = end_ms - size_ms
+    return [p for p in panes if low <= p.start_ms < end_ms]
+
+
+def sliding_insert(
+    cells: tuple[Pane, ...],
+    ts_ms: int,
+    value: float,
+    watermark_ms: int,
+    size_ms: int,
+    sample_cap: int,
+) -> tuple[Pane, ...]:
+    """Sliding-window cells with one record added and those out of ``(wm - size, wm]`` gone.
+
+    Args:
+        cells: cells sorted by ``first_ms``.
+        ts_ms, value: the record.
+        watermark_ms: the window's end after this record (the latest event time seen).
+        size_ms: window size.
+        sample_cap: most sampled values per cell (0: no sample).
+
+    Returns:
+        At most :data:`MAX_SLIDING_CELLS` cells, sorted by ``first_ms``.
+    """
+    slot_ms = max(1, size_ms // SLIDING_SLOTS)
+    cell = new_pane(pane_start(ts_ms, slot_ms), ts_ms, value, sample_cap)
+    firsts = [c.first_ms for c in cells]
+    i = bisect.bisect_right(firsts, ts_ms)
+    edge = watermark_ms - size_ms
+    kept = [c for c in (*cells[:i], cell, *cells[i:]) if c.last_ms > edge]
+    if len(kept) > MAX_SLIDING_CELLS:
+        merged: list[Pane] = []
+        for c in kept:
+            if merged and merged[-1].start_ms == c.start_ms:
+                merged[-1] = merge_panes(merged[-1], c, sample_cap)
+            else:
+                merged.append(c)
+        kept = merged
+    return tuple(kept)
+
+
+def percentile(panes: Sequence[Pane], p: float) -> float | None:
+    """Nearest-rank ``p``-th percentile (0 < p < 100) of the panes' weighted samples."""
+    pairs = sorted(
+        (v, 1 << h) for pane in panes for h, level in enumerate(pane.sample) for v in level
+    )
+    if not pairs:
+        return None
+    total = sum(w for _, w in pairs)
+    rank = max(1, math.ceil(p / 100.0 * total))
+    seen = 0
+    for value, weight in pairs:
+        seen += weight
+        if seen >= rank:
+            return value
+    return pairs[-1][0]
+
+
+def aggregate(panes: Sequence[Pane], how: AggregateName | float) -> float | None:
+    """The aggregate of the records in ``panes``; a float ``how`` is a percentile.
+
+    Returns:
+        The result, or None for no panes, or ``rate`` over fewer than two timestamps.
+    """
+    if not panes:
+        return None
+    if not isinstance(how, str):
+        return percentile(panes, how)
+    if how == "count":
+        return float(sum(p.count for p in panes))
+    if how == "sum":
+        return math.fsum(p.total for p in panes)
+    if how == "avg":
+        return math.fsum(p.total for p in panes) / sum(p.count for p in panes)
+    if how == "min":
+        return min(p.low for p in panes)
+    if how == "max":
+        return max(p.high for p in panes)
+    last = panes[0]
+    first = panes[0]
+    for p in panes[1:]:
+        if p.last_ms >= last.last_ms:
+            last = p
+        if p.first_ms < first.first_ms:
+            first = p
+    if how == "last":
+        return last.last
+    # rate: change per second between the earliest and the latest value
+    span_ms = last.last_ms - first.first_ms
+    if span_ms <= 0:
+        return None
+    return (last.last - first.first) * 1000.0 / span_ms
