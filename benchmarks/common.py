@@ -135,7 +135,7 @@ def end_offsets(
     )
     try:
         ends = {}
-        for topic in topics:
+        for topic, partitions in topics.items():
             for p in range(partitions):
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                 ends[(topic, p)] = high

@@ -37,7 +37,7 @@ from benchmarks.common import (
     start_worker,
     wait_until,
 )
-from pipeline.topics import ALERTS_TOPIC, MEASUREMENTS_TOPIC, STATES_TOPIC, raw_topics
+from pipeline.topics import ALERTS_TOPIC, MEASUREMENTS_TOPIC, STATES_TOPIC, all_topics, raw_topics
 from producers.envelope import RawEnvelope, encode_envelope, now_ms
 
 RULES = """\
@@ -84,8 +84,9 @@ def _wait_ready(log: Path, proc: Any, timeout: float) -> None:
 
 
 def _all_committed(bootstrap: str, group: str, partitions: int) -> bool:
+    counts = {t.name: t.partitions for t in all_topics(group, partitions)}
     topics = [*raw_topics(), MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC]
-    ends = end_offsets(bootstrap, topics, partitions)
+    ends = end_offsets(bootstrap, {t: counts[t] for t in topics})
     return committed_total(bootstrap, group, list(ends)) >= sum(ends.values())
 
 

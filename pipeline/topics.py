@@ -20,9 +20,24 @@ ALERTS_TOPIC = "alerts.v1"
 DEADLETTER_TOPIC = "deadletter.v1"
 
 ALERT_STATE_TABLE = "alert_state"
-"""Table: alert fingerprint -> encoded AlertState, written by ``evaluate_rules``."""
+"""Table: ``p<partition>|<rule state key>`` -> encoded rule state, written by ``evaluate_rules``."""
 
-TABLES: tuple[str, ...] = (ALERT_STATE_TABLE,)
+NOTIFY_STATE_TABLE = "notify_state"
+"""Table: dispatcher state (groups, alert index, inhibitions, rate windows); one partition."""
+
+NOTIFY_LOG_TABLE = "notify_log"
+"""Table: outbox ``o:<id>`` and delivered marks ``d:<id>``; one partition."""
+
+ALERTS_PARTITIONS = 1
+"""``alerts.v1`` and the notification tables have one partition: grouping, inhibition and rate
+limits need every alert in one place, and alerts are few."""
+
+TABLES: dict[str, str] = {
+    ALERT_STATE_TABLE: MEASUREMENTS_TOPIC,
+    NOTIFY_STATE_TABLE: ALERTS_TOPIC,
+    NOTIFY_LOG_TABLE: ALERTS_TOPIC,
+}
+"""Each table and the topic it is co-partitioned with."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,14 @@ def all_topics(app_id: str, partitions: int) -> list[TopicSpec]:
     The embedded broker cannot create topics on request, so this list is what it creates up
     front; on real Kafka, faust declares the same topics itself.
     """
+
+    def count(topic: str) -> int:
+        return ALERTS_PARTITIONS if topic == ALERTS_TOPIC else partitions
+
     names = [*raw_topics(), MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
-    specs = [TopicSpec(name, partitions) for name in names]
-    specs += [TopicSpec(changelog_topic(app_id, t), partitions, compacted=True) for t in TABLES]
+    specs = [TopicSpec(name, count(name)) for name in names]
+    specs += [
+        TopicSpec(changelog_topic(app_id, table), count(source), compacted=True)
+        for table, source in TABLES.items()
+    ]
     return specs

@@ -1,7 +1,9 @@
 """Assemble and run the worker: rules and channels are validated first, then agents start.
 
 Everything a user can get wrong (rules, channels, missing variables) is checked before the
-worker connects to Kafka, and reported as plain lines, never a traceback.
+worker connects to Kafka, and reported as plain lines, never a traceback. While running, the
+worker watches its rules path and reloads valid edits without a restart (an invalid edit is
+logged line by line and the last good rules keep running).
 """
 
 from __future__ import annotations
@@ -9,24 +11,33 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 
-from pipeline.agents.evaluate import make_evaluate_rules
+from pipeline.agents.evaluate import RuleRuntimes, make_evaluate_rules, wall_clock_ms
 from pipeline.agents.normalize import make_normalize_raw
-from pipeline.agents.notify import make_send_notifications
+from pipeline.agents.notify import NotificationStage, make_send_notifications
+from pipeline.alerting.config import AlertingConfig, load_config
+from pipeline.alerting.stats import ChannelStats
+from pipeline.alerting.tools import build_dispatcher
 from pipeline.app import build_app
-from pipeline.notify.channels import Channel, load_channels
+from pipeline.errors import RuleError
+from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
 from pipeline.settings import PipelineSettings
 from pipeline.topics import (
     ALERT_STATE_TABLE,
+    ALERTS_PARTITIONS,
     ALERTS_TOPIC,
     DEADLETTER_TOPIC,
     MEASUREMENTS_TOPIC,
+    NOTIFY_LOG_TABLE,
+    NOTIFY_STATE_TABLE,
     STATES_TOPIC,
     raw_topics,
 )
@@ -34,58 +45,119 @@ from producers.redact import install_secret_filter
 
 logger = logging.getLogger(__name__)
 
+RULES_POLL_S = 2.0
+TIMER_S = 1.0
+
+
+@dataclass
+class WorkerConfig:
+    """Everything validated before the worker starts."""
+
+    engine: RuleEngine
+    alerting: AlertingConfig
+    channels: dict[str, Channel]
+
+
+def load_worker_config(settings: PipelineSettings) -> WorkerConfig:
+    """Load channels, then rules (rules name channels).
+
+    Raises:
+        ConfigError: channels file problems or missing variables. RuleError: rule problems.
+    """
+    alerting = load_config(settings.channels_file)
+    channels = load_channels_from(alerting)
+    rules = load_rules([settings.rules_path], known_channels=set(channels))
+    return WorkerConfig(RuleEngine(rules), alerting, channels)
+
+
+class RulesWatcher:
+    """Reloads the rules when a file under the rules path changes (by mtime and size)."""
+
+    def __init__(self, path: Path, known_channels: set[str]) -> None:
+        self._path = path
+        self._known = known_channels
+        self._seen = self._fingerprint()
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        files = (
+            [self._path]
+            if self._path.is_file()
+            else sorted(p for p in self._path.glob("*") if p.suffix in (".yaml", ".yml"))
+        )
+        out = []
+        for file in files:
+            try:
+                stat = file.stat()
+            except OSError:
+                continue
+            out.append((str(file), stat.st_mtime_ns, stat.st_size))
+        return tuple(out)
+
+    def changed_rules(self) -> list[Any] | None:
+        """New rules if the files changed and are valid; None otherwise (errors are logged)."""
+        now = self._fingerprint()
+        if now == self._seen:
+            return None
+        self._seen = now
+        try:
+            rules = load_rules([self._path], known_channels=self._known)
+        except RuleError as exc:
+            for problem in exc.problems:
+                logger.error("rules reload refused, keeping the running rules: %s", problem)
+            return None
+        return rules
+
 
 @dataclass
 class WorkerParts:
     """The assembled worker; tests reach into it, ``run_worker`` runs it."""
 
     app: faust.App
-    engine: RuleEngine
+    runtimes: RuleRuntimes
+    stage: NotificationStage
     notifier: Notifier
     channels: dict[str, Channel]
     counters: Counter[str] = field(default_factory=Counter)
 
-    def current_engine(self) -> RuleEngine:
-        return self.engine
 
-
-def load_config(settings: PipelineSettings) -> tuple[RuleEngine, dict[str, Channel]]:
-    """Load channels then rules (rules name channels).
-
-    Raises:
-        ConfigError: channels file problems. RuleError: rule problems (all of them).
-    """
-    channels = load_channels(settings.channels_file)
-    rules = load_rules([settings.rules_path], known_channels=set(channels))
-    return RuleEngine(rules), channels
-
-
-def build_worker(
-    settings: PipelineSettings, engine: RuleEngine, channels: dict[str, Channel]
-) -> WorkerParts:
-    """Create the faust app with its topics, table and agents."""
+def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerParts:
+    """Create the faust app with its topics, tables, agents and timers."""
     app = build_app(settings)
-    notifier = Notifier(channels, alerts_out=settings.alerts_out)
-    parts = WorkerParts(app=app, engine=engine, notifier=notifier, channels=channels)
+    counters: Counter[str] = Counter()
 
-    def topic(name: str) -> Any:
-        return app.topic(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    def topic(name: str, partitions: int) -> Any:
+        return app.topic(name, partitions=partitions, key_type=bytes, value_type=bytes)
+
+    def table(name: str, partitions: int, help_text: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help=help_text,
+        )
 
     raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)
-    measurements = topic(MEASUREMENTS_TOPIC)
-    states = topic(STATES_TOPIC)
-    alerts = topic(ALERTS_TOPIC)
-    deadletter = topic(DEADLETTER_TOPIC)
-    table = app.Table(
-        ALERT_STATE_TABLE,
-        default=None,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        help="alert fingerprint -> AlertState (msgpack)",
+    measurements = topic(MEASUREMENTS_TOPIC, settings.partitions)
+    states = topic(STATES_TOPIC, settings.partitions)
+    canonical = app.topic(MEASUREMENTS_TOPIC, STATES_TOPIC, key_type=bytes, value_type=bytes)
+    alerts = topic(ALERTS_TOPIC, ALERTS_PARTITIONS)
+    deadletter = topic(DEADLETTER_TOPIC, settings.partitions)
+    rule_table = table(ALERT_STATE_TABLE, settings.partitions, "rule state per partition")
+    notify_state = table(NOTIFY_STATE_TABLE, ALERTS_PARTITIONS, "dispatcher state")
+    notify_log = table(NOTIFY_LOG_TABLE, ALERTS_PARTITIONS, "outbox and delivered marks")
+
+    stats = ChannelStats()
+    rules_by_name = {rule.name: rule for rule in config.engine.rules}
+    notifier = Notifier(config.channels, alerts_out=settings.alerts_out, stats=stats)
+    dispatcher = build_dispatcher(
+        config.alerting, config.channels, rule_lookup=rules_by_name.get, stats=stats
     )
+    runtimes = RuleRuntimes(config.engine, rule_table, alerts, counters)
+    stage = NotificationStage(dispatcher, notifier, notify_state, notify_log, app.producer.flush)
     batch_max, within = settings.batch_max, settings.batch_within
-    counters: dict[str, int] = parts.counters
+
     app.agent(raw, name="normalize_raw")(
         make_normalize_raw(
             measurements,
@@ -96,23 +168,67 @@ def build_worker(
             counters=counters,
         )
     )
-    app.agent(measurements, name="evaluate_rules")(
+    app.agent(canonical, name="evaluate_rules")(
         make_evaluate_rules(
-            parts.current_engine,
-            table,
-            alerts,
-            deadletter,
-            batch_max=batch_max,
-            batch_within=within,
-            counters=counters,
+            runtimes, deadletter, batch_max=batch_max, batch_within=within, counters=counters
         )
     )
     app.agent(alerts, name="send_notifications")(
         make_send_notifications(
-            notifier, deadletter, batch_max=batch_max, batch_within=within, counters=counters
+            stage, deadletter, batch_max=batch_max, batch_within=within, counters=counters
         )
     )
-    return parts
+
+    rebalanced = {"pending": True}
+
+    async def _on_rebalance_complete(sender: Any, **_: Any) -> None:
+        rebalanced["pending"] = True
+
+    app.on_rebalance_complete.connect(_on_rebalance_complete)  # type: ignore[arg-type]
+
+    @app.timer(TIMER_S)  # type: ignore[untyped-decorator]
+    async def advance_timers() -> None:
+        """Fire time-driven rule and notification work; follow partition ownership."""
+        if app.rebalancing:
+            return
+        assignment = app.consumer.assignment()
+        if rebalanced["pending"]:
+            rebalanced["pending"] = False
+            owned = {tp.partition for tp in assignment if tp.topic == MEASUREMENTS_TOPIC}
+            runtimes.keep_only(owned)
+            if TP(ALERTS_TOPIC, 0) in assignment:
+                stage.activate()
+            else:
+                await stage.deactivate()
+        clock = wall_clock_ms()
+        await runtimes.advance_all(clock)
+        await stage.tick(clock)
+
+    watcher = RulesWatcher(settings.rules_path, set(config.channels))
+
+    @app.timer(RULES_POLL_S)  # type: ignore[untyped-decorator]
+    async def reload_rules() -> None:
+        rules = watcher.changed_rules()
+        if rules is None:
+            return
+        runtimes.set_engine(runtimes.engine.reload(rules))
+        rules_by_name.clear()
+        rules_by_name.update({rule.name: rule for rule in rules})
+        logger.info("rules reloaded count=%d", len(rules))
+
+    @app.timer(3600.0)  # type: ignore[untyped-decorator]
+    async def prune_delivered_marks() -> None:
+        if stage.active:
+            stage.prune(wall_clock_ms())
+
+    return WorkerParts(
+        app=app,
+        runtimes=runtimes,
+        stage=stage,
+        notifier=notifier,
+        channels=config.channels,
+        counters=counters,
+    )
 
 
 class _Worker(faust.Worker):
@@ -124,20 +240,19 @@ class _Worker(faust.Worker):
         install_secret_filter(self.secrets)
 
 
-def run_worker(
-    settings: PipelineSettings, engine: RuleEngine, channels: dict[str, Channel]
-) -> None:
+def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
     """Run the worker until SIGINT/SIGTERM. Raises SystemExit like faust's worker."""
-    parts = build_worker(settings, engine, channels)
-    install_secret_filter([c.url for c in channels.values()])
+    parts = build_worker(settings, config)
+    secrets = [c.url for c in config.channels.values()]
+    install_secret_filter(secrets)
     # redirect_stdouts=False: the console channel prints to stdout, which must stay stdout.
     worker = _Worker(parts.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # faust's terminal spinner writes cursor escapes even when quiet
-    worker.secrets = [c.url for c in channels.values()]
+    worker.secrets = secrets
     logger.info(
         "worker starting rules=%d channels=%s bootstrap=%s embedded=%s",
-        len(engine.rules),
-        ",".join(sorted(channels)),
+        len(config.engine.rules),
+        ",".join(sorted(config.channels)),
         settings.kafka_bootstrap,
         settings.kafka_embedded,
     )

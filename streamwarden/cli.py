@@ -84,12 +84,12 @@ def worker() -> None:
     """
     from pipeline.errors import ConfigError, RuleError
     from pipeline.settings import PipelineSettings
-    from pipeline.worker import load_config, run_worker
+    from pipeline.worker import load_worker_config, run_worker
 
     settings = PipelineSettings()
     _setup_logging(settings.log_level)
     try:
-        engine, channels = load_config(settings)
+        config = load_worker_config(settings)
     except RuleError as exc:
         _fail(str(exc))
     except ConfigError as exc:
@@ -99,7 +99,7 @@ def worker() -> None:
             "configuration error: STREAMWARDEN_KAFKA_BOOTSTRAP is not set; "
             "set it to host:port of Kafka"
         )
-    run_worker(settings, engine, channels)
+    run_worker(settings, config)
 
 
 @main.command()
@@ -289,6 +289,62 @@ def broker(partitions: int, app_id: str) -> None:
         click.echo(f"export STREAMWARDEN_APP_ID={app_id}")
         sys.stdout.flush()
         done.wait()
+
+
+@main.command()
+@click.option(
+    "--rules",
+    "rules_path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Rule file or folder.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL recording (streamwarden record).",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the transitions here instead of standard output.",
+)
+def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None:
+    """Replay a recording through the normalizers and rules in event time.
+
+    Prints each alert transition as one JSON line (rule, state, entity, source, metric, value,
+    severity, ts_ms), ordered by ts_ms. A summary goes to standard error.
+    """
+    import json
+
+    from pipeline.errors import RuleError
+    from pipeline.replay import ReplayResult, read_envelopes, transition_line
+    from pipeline.replay import replay as run_replay
+    from pipeline.rules.engine import RuleEngine
+    from pipeline.rules.loader import load_rules
+
+    _setup_logging(os.environ.get("STREAMWARDEN_LOG_LEVEL", "WARNING"))
+    try:
+        engine = RuleEngine(load_rules([rules_path]))
+    except RuleError as exc:
+        _fail(str(exc))
+    result = ReplayResult()
+    run_replay(read_envelopes(input_path, result), engine, result)
+    lines = "".join(json.dumps(transition_line(t)) + "\n" for t in result.transitions)
+    if output_path is None:
+        sys.stdout.write(lines)
+    else:
+        output_path.write_text(lines, encoding="utf-8")
+    click.echo(
+        f"replayed {result.envelopes} envelopes, {result.records} records: "
+        f"{len(result.transitions)} transitions, {result.dead_letters} dead letters, "
+        f"{result.bad_lines} unreadable lines",
+        err=True,
+    )
 
 
 @main.group()

@@ -1,9 +1,10 @@
 """``streamwarden demo``: the whole product on one machine, with nothing to install or sign up for.
 
 Starts the embedded broker, creates every topic, then runs each part as the separate process it
-is in production: the upstream simulator, the producer, and the worker, whose ``console``
-channel prints notifications right here. Stops everything in order after ``duration`` seconds
-or at Ctrl-C, and exits non-zero if any part failed.
+is in production: the simulators of all five upstream families (one process), one producer per
+source, and the worker, whose ``console`` channel prints notifications right here. Stops
+everything in order after ``duration`` seconds or at Ctrl-C, and exits non-zero if any part
+failed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import signal
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -24,10 +24,16 @@ import yaml
 
 from pipeline.topics import all_topics
 from streamwarden.embedded_broker import EmbeddedBroker
+from streamwarden.families import FAMILIES
 from streamwarden.process import Child, start_child
 
 DEMO_PARTITIONS = 4
 DEMO_APP_ID = "streamwarden-demo"
+DEMO_CHANNELS = """\
+# The demo's notification policy: only the built-in console channel, and short grouping
+# intervals so firing and resolved notifications both show within a minute.
+defaults: {group_wait: 0s, group_interval: 5s, repeat_interval: 1h}
+"""
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules"
 
 
@@ -40,13 +46,23 @@ def _say(out: TextIO, text: str) -> None:
     out.flush()
 
 
-def _read_first_line(child: Child, timeout: float) -> str:
+def _read_lines(child: Child, count: int, timeout: float) -> list[str]:
+    """The first ``count`` lines the child prints (its stdout is a pipe)."""
     assert child.stdout is not None
-    ready, _, _ = select.select([child.stdout], [], [], timeout)
-    line = child.stdout.readline().decode().strip() if ready else ""
-    if not line:
+    fd = child.stdout.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while buffer.count(b"\n") < count and time.monotonic() < deadline and child.running:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+    lines = buffer.decode(errors="replace").splitlines()
+    if len(lines) < count:
         raise DemoError(f"{child.name} did not start within {timeout:.0f}s:\n{child.log_tail()}")
-    return line
+    return lines[:count]
 
 
 def _count_lines(path: Path) -> int:
@@ -56,6 +72,63 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def _start_parts(
+    workdir: Path, bootstrap: str, api_key: str, rules_path: Path, alerts_path: Path, out: TextIO
+) -> list[Child]:
+    """Simulators, then the worker, then one producer per family; returns them in start order."""
+    common = {"STREAMWARDEN_KAFKA_BOOTSTRAP": bootstrap, "STREAMWARDEN_LOG_LEVEL": "INFO"}
+    kinds = list(FAMILIES)
+    children: list[Child] = []
+    simulators = start_child(
+        "simulators",
+        ["simulate", *kinds, "--port", "0"],
+        env={"STREAMWARDEN_SIMULATOR_API_KEY": api_key},
+        log_path=workdir / "simulators.log",
+        capture_stdout=True,
+    )
+    children.append(simulators)
+    try:
+        urls = dict(line.split(" ", 1) for line in _read_lines(simulators, len(kinds), 60.0))
+        for kind in kinds:
+            _say(out, f"{kind} simulator at {urls[kind]}")
+        sources_file = workdir / "sources.yaml"
+        entries = [FAMILIES[kind].entry(f"{kind}-demo", urls[kind]) for kind in kinds]
+        sources_file.write_text(yaml.safe_dump({"sources": entries}), encoding="utf-8")
+        channels_file = workdir / "channels.yaml"
+        channels_file.write_text(DEMO_CHANNELS, encoding="utf-8")
+        worker_env = {
+            **common,
+            "STREAMWARDEN_CHANNELS_FILE": str(channels_file),
+            "STREAMWARDEN_KAFKA_EMBEDDED": "true",
+            "STREAMWARDEN_PARTITIONS": str(DEMO_PARTITIONS),
+            "STREAMWARDEN_APP_ID": DEMO_APP_ID,
+            "STREAMWARDEN_RULES_PATH": str(rules_path.resolve()),
+            "STREAMWARDEN_ALERTS_OUT": str(alerts_path),
+            "STREAMWARDEN_DATA_DIR": str(workdir / "worker-data"),
+        }
+        children.append(
+            start_child("worker", ["worker"], env=worker_env, log_path=workdir / "worker.log")
+        )
+        producer_env = {
+            **common,
+            "STREAMWARDEN_SOURCES_FILE": str(sources_file),
+            **{family.secret_env: api_key for family in FAMILIES.values()},
+        }
+        for kind in kinds:
+            children.append(
+                start_child(
+                    f"producer-{kind}",
+                    ["produce", f"{kind}-demo"],
+                    env=producer_env,
+                    log_path=workdir / f"producer-{kind}.log",
+                )
+            )
+    except DemoError:
+        _stop_children(children)
+        raise
+    return children
+
+
 def run_demo(
     *, duration: float | None, alerts_out: Path | None, rules_path: Path, out: TextIO
 ) -> int:
@@ -63,7 +136,6 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="streamwarden-demo-"))
     alerts_path = (alerts_out or workdir / "alerts.jsonl").resolve()
     api_key = secrets.token_urlsafe(18)
-    business_id = str(uuid.uuid4())
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -78,66 +150,13 @@ def run_demo(
                 {t.name: t.partitions for t in all_topics(DEMO_APP_ID, DEMO_PARTITIONS)}
             )
             _say(out, f"embedded Kafka broker at {broker.bootstrap}; logs in {workdir}")
-            common = {
-                "STREAMWARDEN_KAFKA_BOOTSTRAP": broker.bootstrap,
-                "STREAMWARDEN_LOG_LEVEL": "INFO",
-            }
-
-            simulator = start_child(
-                "simulator",
-                ["simulate", "aliunid", "--port", "0", "--business-id", business_id],
-                env={"STREAMWARDEN_SIMULATOR_API_KEY": api_key},
-                log_path=workdir / "simulator.log",
-                capture_stdout=True,
-            )
-            children.append(simulator)
-            url = _read_first_line(simulator, 30.0)
-            _say(out, f"aliunid simulator at {url}")
-
-            sources_file = workdir / "sources.yaml"
-            sources_file.write_text(
-                yaml.safe_dump(
-                    {
-                        "sources": [
-                            {
-                                "name": "aliunid-demo",
-                                "kind": "aliunid",
-                                "url": url,
-                                "api_key": "${ALIUNID_API_KEY}",
-                            }
-                        ]
-                    }
-                ),
-                encoding="utf-8",
-            )
-            worker_env = {
-                **common,
-                "STREAMWARDEN_KAFKA_EMBEDDED": "true",
-                "STREAMWARDEN_PARTITIONS": str(DEMO_PARTITIONS),
-                "STREAMWARDEN_APP_ID": DEMO_APP_ID,
-                "STREAMWARDEN_RULES_PATH": str(rules_path.resolve()),
-                "STREAMWARDEN_ALERTS_OUT": str(alerts_path),
-                "STREAMWARDEN_DATA_DIR": str(workdir / "worker-data"),
-            }
-            children.append(
-                start_child("worker", ["worker"], env=worker_env, log_path=workdir / "worker.log")
-            )
-            producer_env = {
-                **common,
-                "STREAMWARDEN_SOURCES_FILE": str(sources_file),
-                "ALIUNID_API_KEY": api_key,
-            }
-            children.append(
-                start_child(
-                    "producer",
-                    ["produce", "aliunid-demo"],
-                    env=producer_env,
-                    log_path=workdir / "producer.log",
-                )
+            children = _start_parts(
+                workdir, broker.bootstrap, api_key, rules_path, alerts_path, out
             )
             _say(
                 out,
-                f"producer and worker started; notifications print below and go to {alerts_path}",
+                f"{len(children) - 2} producers and the worker started; notifications print below "
+                f"and go to {alerts_path}",
             )
             _say(
                 out,
@@ -145,7 +164,6 @@ def run_demo(
                 if duration is None
                 else f"running for {duration:g}s (Ctrl-C stops early)",
             )
-
             deadline = None if duration is None else started + duration
             while not stop.wait(0.5):
                 for child in children:

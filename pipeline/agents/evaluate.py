@@ -1,66 +1,132 @@
-"""Agent ``evaluate_rules``: measurements -> alert transitions, alert state in a changelog table."""
+"""Agent ``evaluate_rules``: canonical records -> alert transitions, rule state in a table.
+
+One :class:`~pipeline.rules.runtime.RuleRuntime` per owned partition of ``measurements.v1`` /
+``states.v1`` (both keyed by entity, so an entity's records and state share a partition). The
+agent feeds records in batches; a one-second timer advances every runtime to the wall clock
+so absence rules, pending ``for`` and window closes fire without waiting for a next event.
+After a rebalance the runtimes of newly owned partitions are rebuilt from the recovered
+changelog table; revoked ones are dropped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
 
 from pipeline.agents.deadletter import dead_letter
-from pipeline.agents.state import BatchedTableState
-from pipeline.models import decode_measurement, encode_record
-from pipeline.rules.engine import AlertState, RuleEngine
+from pipeline.agents.state import PartitionState
+from pipeline.models import (
+    AlertTransition,
+    CanonicalRecord,
+    decode_measurement,
+    decode_state_event,
+    encode_record,
+)
+from pipeline.rules.engine import EngineState, RuleEngine, decode_state, encode_state
+from pipeline.rules.runtime import RuleRuntime
+from pipeline.rules.state import StateFormatError
+from pipeline.topics import STATES_TOPIC
+from producers.envelope import now_ms
 
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(AlertState)
+logger = logging.getLogger(__name__)
 
 
-def encode_state(state: AlertState) -> bytes:
-    return _state_encoder.encode(state)
+class RuleRuntimes:
+    """The runtimes of the partitions this worker owns, and how to publish what they emit."""
+
+    def __init__(
+        self, engine: RuleEngine, table: Any, alerts: Any, counters: dict[str, int]
+    ) -> None:
+        self.engine = engine
+        self._table = table
+        self._alerts = alerts
+        self._counters = counters
+        self._runtimes: dict[int, tuple[RuleRuntime, PartitionState[EngineState]]] = {}
+
+    def runtime(self, partition: int) -> tuple[RuleRuntime, PartitionState[EngineState]]:
+        """The partition's runtime, created and rebuilt from the table on first use."""
+        found = self._runtimes.get(partition)
+        if found is None:
+            state: PartitionState[EngineState] = PartitionState(
+                self._table, partition, encode_state, decode_state, (StateFormatError,)
+            )
+            runtime = RuleRuntime(self.engine, state)
+            runtime.rebuild(state.items_decodable())
+            found = self._runtimes[partition] = (runtime, state)
+            logger.info("rule runtime ready partition=%d timers=%d", partition, runtime.timers)
+        return found
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        """Drop runtimes of partitions no longer owned; create the owned ones (timers!)."""
+        owned = set(partitions)
+        for partition in list(self._runtimes):
+            if partition not in owned:
+                del self._runtimes[partition]
+        for partition in sorted(owned):
+            self.runtime(partition)
+
+    def set_engine(self, engine: RuleEngine) -> None:
+        """Swap in reloaded rules; state of unchanged rules carries over (rule hashes)."""
+        self.engine = engine
+        for runtime, _state in self._runtimes.values():
+            runtime.set_engine(engine)
+
+    async def publish(self, transitions: Iterable[AlertTransition]) -> None:
+        for transition in transitions:
+            self._counters["transitions"] += 1
+            await self._alerts.send(
+                key=transition.fingerprint.encode(), value=encode_record(transition)
+            )
+
+    async def advance_all(self, clock_ms: int) -> None:
+        """Timer body: fire everything due by ``clock_ms`` on every owned partition."""
+        for runtime, state in list(self._runtimes.values()):
+            await self.publish(runtime.advance(clock_ms))
+            state.flush()
 
 
-def decode_state(raw: bytes) -> AlertState:
-    return _state_decoder.decode(raw)
+def _decode(event: Any) -> CanonicalRecord:
+    if event.message.topic == STATES_TOPIC:
+        return decode_state_event(event.value)
+    return decode_measurement(event.value)
 
 
 def make_evaluate_rules(
-    engine_ref: Callable[[], RuleEngine],
-    table: Any,
-    alerts: Any,
+    runtimes: RuleRuntimes,
     deadletter: Any,
     *,
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
 ) -> Callable[[Any], Awaitable[None]]:
-    """Build the agent function.
-
-    ``engine_ref`` returns the current engine, so a rules reload takes effect at the next batch.
-    """
+    """Build the agent function over ``measurements.v1`` and ``states.v1``."""
 
     async def evaluate_rules(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within=batch_within):
-            engine = engine_ref()
-            state: BatchedTableState[AlertState] = BatchedTableState(
-                table, encode_state, decode_state
-            )
+            touched: set[int] = set()
             for event in events:
                 try:
-                    measurement = decode_measurement(event.value)
+                    record = _decode(event)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     counters["deadlettered"] += 1
                     await dead_letter(
-                        deadletter, event, stage="evaluate", reason=f"not a measurement: {exc}"
+                        deadletter, event, stage="evaluate", reason=f"not a canonical record: {exc}"
                     )
                     continue
-                state.partition = event.message.partition
-                for transition in engine.evaluate(state, measurement):
-                    counters["transitions"] += 1
-                    await alerts.send(
-                        key=transition.fingerprint.encode(), value=encode_record(transition)
-                    )
+                partition = event.message.partition
+                runtime, _state = runtimes.runtime(partition)
+                touched.add(partition)
+                await runtimes.publish(runtime.process(record))
                 counters["evaluated"] += 1
-            state.flush()
+            for partition in touched:
+                runtimes.runtime(partition)[1].flush()
 
     return evaluate_rules
+
+
+def wall_clock_ms() -> int:
+    """The live driver's clock (replay drives runtimes with event time instead)."""
+    return now_ms()

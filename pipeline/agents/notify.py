@@ -1,29 +1,259 @@
-"""Agent ``send_notifications``: alert transitions -> channels through the notifier."""
+"""Agent ``send_notifications``: alert transitions -> dispatcher -> durable outbox -> channels.
+
+At-least-once without duplicates across crashes, in three steps:
+
+1. Each ``alerts.v1`` record goes through the :class:`~pipeline.alerting.dispatch.Dispatcher`
+   (grouping, silences, repeat...). The notifications it decides on are written to the
+   ``notify_log`` table as outbox entries ``o:<id>`` together with the dispatcher's state,
+   in the same batch. faust commits the ``alerts.v1`` offset only after the producer flushed
+   those changelog writes, so an intent is never lost: a crash before the commit replays the
+   records, and the dispatcher, being idempotent per fingerprint and transition time, gives
+   the same notification ids again.
+2. One delivery worker per channel sends that channel's outbox entries in order. A
+   retryable failure keeps the entry and retries it (with backoff, forever: a channel down
+   for an hour gets its notifications when it comes back, in order); a permanent failure is
+   logged and dropped.
+3. After a delivery, ``d:<id>`` is written and ``o:<id>`` deleted, and the producer is
+   flushed before the next send. An intent whose ``d:<id>`` exists is never sent again, so
+   a restart re-sends only what was not confirmed as delivered. The one window left is a
+   crash between the channel accepting a message and ``d:<id>`` reaching Kafka (a few ms):
+   then that one notification is sent again after the restart, with the same id.
+
+``alerts.v1`` and both tables have one partition: grouping, inhibition and rate limits look at
+all alerts at once, and alert volume is small.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from pipeline.agents.deadletter import dead_letter
+from pipeline.agents.state import PartitionState
+from pipeline.alerting.dispatch import Dispatcher
+from pipeline.alerting.model import (
+    Notification,
+    StateValue,
+    decode_state,
+    encode_state,
+)
+from pipeline.alerting.timers import DeadlineIndex, TrackedState, run_due
+from pipeline.errors import NotifyError
 from pipeline.models import decode_alert
 from pipeline.notify.sender import Notifier
+from producers.envelope import now_ms
+
+logger = logging.getLogger(__name__)
+
+DELIVERED_KEPT_MS = 24 * 3600 * 1000
+"""How long ``d:<id>`` entries are kept: longer than any replay of uncommitted alerts."""
+
+
+class OutboxEntry(msgspec.Struct, frozen=True):
+    """A notification to send; ``seq`` orders a channel's entries across restarts."""
+
+    seq: int
+    notification: Notification
+
+
+class DeliveredMark(msgspec.Struct, frozen=True):
+    delivered_ms: int
+
+
+LogValue = OutboxEntry | DeliveredMark
+_log_encoder = msgspec.msgpack.Encoder()
+
+
+def _encode_log(value: LogValue) -> bytes:
+    tag = b"o" if isinstance(value, OutboxEntry) else b"d"
+    return tag + _log_encoder.encode(value)
+
+
+def _decode_log(raw: bytes) -> LogValue:
+    if raw[:1] == b"o":
+        return msgspec.msgpack.decode(raw[1:], type=OutboxEntry)
+    return msgspec.msgpack.decode(raw[1:], type=DeliveredMark)
+
+
+class NotificationStage:
+    """Dispatcher state, outbox and delivery workers of the one partition this worker owns.
+
+    Args:
+        dispatcher: turns transitions into notification intents.
+        notifier: sends one notification (its own retries are the fast ones; this stage
+            retries slowly, forever, for retryable failures).
+        state_table: faust table for the dispatcher's state (1 partition).
+        log_table: faust table for the outbox and delivered marks (1 partition).
+        flush: awaits the Kafka producer's flush (makes ``d:<id>`` durable before moving on).
+        retry_max_delay: longest pause between two rounds of retries of one notification.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        notifier: Notifier,
+        state_table: Any,
+        log_table: Any,
+        flush: Callable[[], Awaitable[None]],
+        *,
+        retry_max_delay: float = 60.0,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.notifier = notifier
+        self._flush_producer = flush
+        self._retry_max_delay = retry_max_delay
+        self._state_store: PartitionState[StateValue] = PartitionState(
+            state_table, 0, encode_state, decode_state
+        )
+        self.state = TrackedState(self._state_store, DeadlineIndex())
+        self.log: PartitionState[LogValue] = PartitionState(
+            log_table, 0, _encode_log, _decode_log, (msgspec.DecodeError, msgspec.ValidationError)
+        )
+        self._seq = 0
+        self._queues: dict[str, asyncio.Queue[OutboxEntry]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self.active = False
+
+    # --- ownership ----------------------------------------------------------------------
+
+    def activate(self) -> None:
+        """This worker owns the partition now: rebuild timers, resume the outbox in order."""
+        if self.active:
+            return
+        self.active = True
+        self.state.index.rebuild(
+            (k, self._state_store[k]) for k in list(self._state_store) if k in self._state_store
+        )
+        pending = sorted(
+            (v for _k, v in self.log.items_decodable() if isinstance(v, OutboxEntry)),
+            key=lambda e: e.seq,
+        )
+        self._seq = max((e.seq for e in pending), default=0)
+        for entry in pending:
+            self._enqueue(entry)
+        logger.info(
+            "notification stage active outbox=%d timers=%d", len(pending), len(self.state.index)
+        )
+
+    async def deactivate(self) -> None:
+        """Another worker owns the partition now: stop sending (it resumes from the outbox)."""
+        if not self.active:
+            return
+        self.active = False
+        for task in self._workers.values():
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        self._workers.clear()
+        self._queues.clear()
+
+    # --- intents ------------------------------------------------------------------------
+
+    def accept(self, notifications: list[Notification]) -> None:
+        """Put new intents in the outbox (skipping ones already delivered) and queue them."""
+        for notification in notifications:
+            key = notification.id
+            if f"d:{key}" in self.log or f"o:{key}" in self.log:
+                continue
+            self._seq += 1
+            entry = OutboxEntry(self._seq, notification)
+            self.log[f"o:{key}"] = entry
+            self._enqueue(entry)
+
+    def flush_tables(self) -> None:
+        self._state_store.flush()
+        self.log.flush()
+
+    async def tick(self, clock_ms: int) -> None:
+        """Timer body: expire dispatcher deadlines (group_wait, repeat...) and prune marks."""
+        if not self.active:
+            return
+        self.accept(run_due(self.dispatcher, self.state, clock_ms))
+        self.flush_tables()
+
+    def prune(self, clock_ms: int) -> int:
+        """Forget delivered marks older than :data:`DELIVERED_KEPT_MS`."""
+        old = [
+            k
+            for k, v in self.log.items_decodable()
+            if isinstance(v, DeliveredMark) and clock_ms - v.delivered_ms > DELIVERED_KEPT_MS
+        ]
+        for key in old:
+            del self.log[key]
+        self.log.flush()
+        return len(old)
+
+    # --- delivery -----------------------------------------------------------------------
+
+    def _enqueue(self, entry: OutboxEntry) -> None:
+        channel = entry.notification.channel
+        queue = self._queues.get(channel)
+        if queue is None:
+            queue = self._queues[channel] = asyncio.Queue()
+            self._workers[channel] = asyncio.create_task(
+                self._deliver(channel, queue), name=f"deliver-{channel}"
+            )
+        queue.put_nowait(entry)
+
+    def pending(self) -> int:
+        return sum(q.qsize() for q in self._queues.values())
+
+    async def _deliver(self, channel: str, queue: asyncio.Queue[OutboxEntry]) -> None:
+        """Send a channel's entries one by one, in order; retry the head until it goes."""
+        while True:
+            entry = await queue.get()
+            notification = entry.notification
+            delay = 1.0
+            while True:
+                if f"d:{notification.id}" in self.log:
+                    break  # delivered before a restart; the outbox entry is stale
+                try:
+                    await self.notifier.send_checked(notification)
+                except NotifyError as exc:
+                    if not exc.retryable:
+                        logger.error(
+                            "notification dropped, permanent failure channel=%s id=%s reason=%s",
+                            channel,
+                            notification.id,
+                            exc.reason,
+                        )
+                        break
+                    logger.warning(
+                        "notification will be retried channel=%s id=%s in_s=%.0f reason=%s",
+                        channel,
+                        notification.id,
+                        delay,
+                        exc.reason,
+                    )
+                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                    delay = min(delay * 2, self._retry_max_delay)
+                    continue
+                self.log[f"d:{notification.id}"] = DeliveredMark(now_ms())
+                break
+            if f"o:{notification.id}" in self.log:
+                del self.log[f"o:{notification.id}"]
+            self.log.flush()
+            await self._flush_producer()
 
 
 def make_send_notifications(
-    notifier: Notifier,
+    stage: NotificationStage,
     deadletter: Any,
     *,
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
 ) -> Callable[[Any], Awaitable[None]]:
-    """Build the agent function. Events are acked only after delivery was attempted."""
+    """Build the agent function over ``alerts.v1``."""
 
     async def send_notifications(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within=batch_within):
+            stage.activate()
+            clock = now_ms()
             for event in events:
                 try:
                     alert = decode_alert(event.value)
@@ -33,7 +263,8 @@ def make_send_notifications(
                         deadletter, event, stage="notify", reason=f"not an alert: {exc}"
                     )
                     continue
-                deliveries = await notifier.deliver(alert)
-                counters["notifications"] += len(deliveries)
+                stage.accept(stage.dispatcher.dispatch(stage.state, alert, clock))
+                counters["alerts"] += 1
+            stage.flush_tables()
 
     return send_notifications

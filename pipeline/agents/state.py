@@ -93,3 +93,73 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
                 self._table.send_changelog(partition, raw_key, raw_value)
         self._dirty.clear()
         return written
+
+
+class PartitionState(MutableMapping[str, V], Generic[V]):
+    """One partition's slice of a table, for state that timers write outside any event.
+
+    Keys are stored as ``p<partition>|<key>``: a faust memory store keeps every partition in
+    one dict, and a timer that fires after a restart must find exactly its partition's entries
+    to rebuild from (and write back to that partition's changelog). Values that cannot be
+    decoded (written by an older version) read as absent.
+
+    Args:
+        table: faust table with raw bytes keys and values.
+        partition: the partition this slice belongs to.
+        encode, decode: value <-> bytes; ``decode`` may raise any of ``undecodable``.
+        undecodable: exceptions that mean "stale bytes, treat as absent".
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        partition: int,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+        undecodable: tuple[type[Exception], ...] = (),
+    ) -> None:
+        self._view: BatchedTableState[V] = BatchedTableState(table, encode, self._decode)
+        self._view.partition = partition
+        self._decode_value = decode
+        self._undecodable = undecodable
+        self._prefix = f"p{partition}|"
+        self.partition = partition
+
+    def _decode(self, raw: bytes) -> V:
+        return self._decode_value(raw)
+
+    def __getitem__(self, key: str) -> V:
+        try:
+            return self._view[self._prefix + key]
+        except self._undecodable:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: str, value: V) -> None:
+        self._view[self._prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._view[self._prefix + key]
+        self._view._dirty[self._prefix + key] = (self.partition, _DELETED)
+
+    def __iter__(self) -> Iterator[str]:
+        cut = len(self._prefix)
+        return (k[cut:] for k in self._view if k.startswith(self._prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def items_decodable(self) -> Iterator[tuple[str, V]]:
+        """``(key, value)`` of every entry that decodes; for rebuilding timers."""
+        for key in list(self):
+            try:
+                yield key, self[key]
+            except KeyError:
+                continue
+
+    @property
+    def pending_writes(self) -> int:
+        return self._view.pending_writes
+
+    def flush(self) -> int:
+        """Write pending changes to the store and the changelog partition."""
+        return self._view.flush()

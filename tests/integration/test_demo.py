@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from streamwarden.families import FAMILIES
+
 pytestmark = pytest.mark.integration
 
 
@@ -72,6 +74,8 @@ def test_demo_delivers_notifications_and_exits_after_duration(tmp_path: Path) ->
     assert delivered[0]["state"] == "firing"
     assert delivered[0]["value"] > 40
     assert f"{len(delivered)} notifications delivered" in text
+    for kind in FAMILIES:
+        assert f"streamwarden demo: {kind} simulator at ws://127.0.0.1:" in text
     assert _children_of(proc.pid) == []
 
 
@@ -82,7 +86,8 @@ def test_ctrl_c_stops_every_part_cleanly(tmp_path: Path) -> None:
         seen = _read_until(proc, "[FIRING]", 60)
         assert "[FIRING]" in seen, seen
         children = _children_of(proc.pid)
-        assert len(children) == 4, f"expected broker, simulator, worker, producer: {children}"
+        expected = 3 + len(FAMILIES)  # broker, simulators, worker, one producer per family
+        assert len(children) == expected, children
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:

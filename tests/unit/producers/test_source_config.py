@@ -168,7 +168,8 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         "(got 'not-a-uuid')",
         f"{path}:7: source 'aliunid-demo': ping_interval: '5 minutes' is not a duration; use "
         "seconds (e.g. 30) or forms like 500ms, 30s, 5m, 1h",
-        f"{path}:9: source 'other': kind: unknown source kind 'zigbee'; known kinds: " + ", ".join(source_kinds()),
+        f"{path}:9: source 'other': kind: unknown source kind 'zigbee'; known kinds: "
+        + ", ".join(source_kinds()),
         f"{path}:10: sources[2]: name: required key is missing",
         f"{path}:11: sources[2]: url: 'http://example.com/live' is not a WebSocket URL; use "
         "ws://host/path or wss://host/path",
@@ -190,7 +191,8 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
     [
         (
             "{name: a, url: 'ws://h/l', api_key: abcd}",
-            "2: source 'a': kind: required key is missing; known kinds: " + ", ".join(source_kinds()),
+            "2: source 'a': kind: required key is missing; known kinds: "
+            + ", ".join(source_kinds()),
         ),
         (
             "{name: 'a b', kind: aliunid, url: 'ws://h/l', api_key: abcd}",
