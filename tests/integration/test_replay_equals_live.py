@@ -115,7 +115,7 @@ async def test_replay_of_the_live_stream_gives_the_live_transitions(
     }
     env.pop("STREAMWARDEN_CHANNELS_FILE", None)
     with worker_log.open("wb") as log:
-        worker = subprocess.Popen(  # noqa: S603
+        worker = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the worker is a real process
             [sys.executable, "-m", "streamwarden", "worker"],
             env=env,
             stdout=log,

@@ -279,7 +279,7 @@ async def test_stop_is_prompt_and_graceful(sim: HemisSimulator) -> None:
     assert time.monotonic() - started < 2.0
     # DISCONNECT answered, connection closed (the server notices the close a moment later).
     async with asyncio.timeout(WAIT_TIMEOUT):
-        while sim.connections_active:
+        while sim.connections_active:  # noqa: ASYNC110 - the simulator has no close event
             await asyncio.sleep(0.01)
     assert [e.payload for e in sink.envelopes] == sim.frames_for(1)  # nothing left behind
 
