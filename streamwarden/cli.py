@@ -378,3 +378,16 @@ def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
     except RuleError as exc:
         _fail(str(exc))
     click.echo(f"{len(loaded)} rules OK")
+
+
+def _register_subcommands() -> None:
+    """Command groups kept in their own modules (one job each)."""
+    from streamwarden.cli_chaos import chaos
+    from streamwarden.cli_notify import notify, silence
+
+    main.add_command(notify)
+    main.add_command(silence)
+    main.add_command(chaos)
+
+
+_register_subcommands()
