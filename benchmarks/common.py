@@ -127,9 +127,8 @@ def fill(
     return sent
 
 
-def end_offsets(
-    bootstrap: str, topics: Sequence[str], partitions: int
-) -> dict[tuple[str, int], int]:
+def end_offsets(bootstrap: str, topics: Mapping[str, int]) -> dict[tuple[str, int], int]:
+    """High watermark of every partition of ``topics`` (name -> partition count)."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"bench-probe-{uuid.uuid4().hex}"}
     )

@@ -154,30 +154,33 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     dispatcher = build_dispatcher(
         config.alerting, config.channels, rule_lookup=rules_by_name.get, stats=stats
     )
-    runtimes = RuleRuntimes(config.engine, rule_table, alerts, counters)
+
+    def producer() -> Any:
+        return app.producer
+
+    runtimes = RuleRuntimes(config.engine, rule_table, producer, counters)
     stage = NotificationStage(dispatcher, notifier, notify_state, notify_log, app.producer.flush)
     batch_max, within = settings.batch_max, settings.batch_within
 
     app.agent(raw, name="normalize_raw")(
-        make_normalize_raw(
-            measurements,
-            states,
-            deadletter,
-            batch_max=batch_max,
-            batch_within=within,
-            counters=counters,
-        )
+        make_normalize_raw(producer, batch_max=batch_max, batch_within=within, counters=counters)
     )
     app.agent(canonical, name="evaluate_rules")(
-        make_evaluate_rules(
-            runtimes, deadletter, batch_max=batch_max, batch_within=within, counters=counters
-        )
+        make_evaluate_rules(runtimes, batch_max=batch_max, batch_within=within, counters=counters)
     )
     app.agent(alerts, name="send_notifications")(
         make_send_notifications(
-            stage, deadletter, batch_max=batch_max, batch_within=within, counters=counters
+            stage, producer, batch_max=batch_max, batch_within=within, counters=counters
         )
     )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def declare_output_topics() -> None:
+        """Agents publish through the transport producer, which never declares topics; on
+        real Kafka declare the output topics here (the embedded broker has them already)."""
+        if not settings.kafka_embedded:
+            for output in (measurements, states, alerts, deadletter):
+                await output.maybe_declare()
 
     rebalanced = {"pending": True}
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline.agents.publish import Publisher
 from pipeline.models import DeadLetter, encode_record
+from pipeline.topics import DEADLETTER_TOPIC
 from producers.envelope import now_ms
 
 logger = logging.getLogger(__name__)
 
 
-async def dead_letter(topic: Any, event: Any, *, stage: str, reason: str) -> None:
+async def dead_letter(publisher: Publisher, event: Any, *, stage: str, reason: str) -> None:
     """Publish ``event``'s original bytes plus ``reason`` and where it came from.
 
     ``reason`` must be secret-free: it is stored and shown to operators.
@@ -28,7 +30,7 @@ async def dead_letter(topic: Any, event: Any, *, stage: str, reason: str) -> Non
         raw=text,
         failed_at_ms=now_ms(),
     )
-    await topic.send(key=message.key, value=encode_record(record))
+    await publisher.send(DEADLETTER_TOPIC, message.key, encode_record(record))
     logger.warning(
         "dead-lettered stage=%s topic=%s partition=%d offset=%d reason=%s",
         stage,

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from pipeline.agents.deadletter import dead_letter
+from pipeline.agents.publish import Publisher
 from pipeline.agents.state import PartitionState
 from pipeline.models import (
     AlertTransition,
@@ -28,7 +29,7 @@ from pipeline.models import (
 from pipeline.rules.engine import EngineState, RuleEngine, decode_state, encode_state
 from pipeline.rules.runtime import RuleRuntime
 from pipeline.rules.state import StateFormatError
-from pipeline.topics import STATES_TOPIC
+from pipeline.topics import ALERTS_TOPIC, STATES_TOPIC
 from producers.envelope import now_ms
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,12 @@ class RuleRuntimes:
     """The runtimes of the partitions this worker owns, and how to publish what they emit."""
 
     def __init__(
-        self, engine: RuleEngine, table: Any, alerts: Any, counters: dict[str, int]
+        self, engine: RuleEngine, table: Any, producer: Callable[[], Any], counters: dict[str, int]
     ) -> None:
         self.engine = engine
         self._table = table
-        self._alerts = alerts
+        self._producer = producer
+        self._publisher: Publisher | None = None
         self._counters = counters
         self._runtimes: dict[int, tuple[RuleRuntime, PartitionState[EngineState]]] = {}
 
@@ -74,11 +76,18 @@ class RuleRuntimes:
         for runtime, _state in self._runtimes.values():
             runtime.set_engine(engine)
 
+    @property
+    def publisher(self) -> Publisher:
+        """Created on first use: faust's producer exists only once the app runs."""
+        if self._publisher is None:
+            self._publisher = Publisher(self._producer())
+        return self._publisher
+
     async def publish(self, transitions: Iterable[AlertTransition]) -> None:
         for transition in transitions:
             self._counters["transitions"] += 1
-            await self._alerts.send(
-                key=transition.fingerprint.encode(), value=encode_record(transition)
+            await self.publisher.send(
+                ALERTS_TOPIC, transition.fingerprint.encode(), encode_record(transition)
             )
 
     async def advance_all(self, clock_ms: int) -> None:
@@ -86,6 +95,7 @@ class RuleRuntimes:
         for runtime, state in list(self._runtimes.values()):
             await self.publish(runtime.advance(clock_ms))
             state.flush()
+        await self.publisher.confirm()
 
 
 def _decode(event: Any) -> CanonicalRecord:
@@ -96,7 +106,6 @@ def _decode(event: Any) -> CanonicalRecord:
 
 def make_evaluate_rules(
     runtimes: RuleRuntimes,
-    deadletter: Any,
     *,
     batch_max: int,
     batch_within: float,
@@ -113,7 +122,10 @@ def make_evaluate_rules(
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     counters["deadlettered"] += 1
                     await dead_letter(
-                        deadletter, event, stage="evaluate", reason=f"not a canonical record: {exc}"
+                        runtimes.publisher,
+                        event,
+                        stage="evaluate",
+                        reason=f"not a canonical record: {exc}",
                     )
                     continue
                 partition = event.message.partition
@@ -123,6 +135,7 @@ def make_evaluate_rules(
                 counters["evaluated"] += 1
             for partition in touched:
                 runtimes.runtime(partition)[1].flush()
+            await runtimes.publisher.confirm()
 
     return evaluate_rules
 

@@ -9,30 +9,32 @@ from typing import Any
 import msgspec
 
 from pipeline.agents.deadletter import dead_letter
+from pipeline.agents.publish import Publisher
 from pipeline.errors import BadInputError
 from pipeline.models import Measurement, encode_record
 from pipeline.normalize import normalize_envelope
+from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC
 from producers.envelope import decode_envelope
 
 logger = logging.getLogger(__name__)
 
 
 def make_normalize_raw(
-    measurements: Any,
-    states: Any,
-    deadletter: Any,
+    producer: Callable[[], Any],
     *,
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
 ) -> Callable[[Any], Awaitable[None]]:
-    """Build the agent function; topics are faust topics with raw serializers.
+    """Build the agent function; ``producer`` returns faust's transport producer.
 
     Measurements go to ``measurements``, state events to ``states``, both keyed by entity so
     one entity's records stay in order on one partition number of each.
     """
 
     async def normalize_raw(stream: Any) -> None:
+        publisher = Publisher(producer())
+        deadletter = publisher
         async for events in stream.take_events(batch_max, within=batch_within):
             for event in events:
                 try:
@@ -60,9 +62,10 @@ def make_normalize_raw(
                     )
                     continue
                 for record in records:
-                    target = measurements if isinstance(record, Measurement) else states
-                    await target.send(key=record.entity.encode(), value=encode_record(record))
+                    topic = MEASUREMENTS_TOPIC if isinstance(record, Measurement) else STATES_TOPIC
+                    await publisher.send(topic, record.entity.encode(), encode_record(record))
                 counters["measurements"] += len(records)
                 counters["raw"] += 1
+            await publisher.confirm()
 
     return normalize_raw

@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 
 from pipeline.agents.deadletter import dead_letter
+from pipeline.agents.publish import Publisher
 from pipeline.agents.state import PartitionState
 from pipeline.alerting.dispatch import Dispatcher
 from pipeline.alerting.model import (
@@ -242,7 +243,7 @@ class NotificationStage:
 
 def make_send_notifications(
     stage: NotificationStage,
-    deadletter: Any,
+    producer: Callable[[], Any],
     *,
     batch_max: int,
     batch_within: float,
@@ -251,6 +252,7 @@ def make_send_notifications(
     """Build the agent function over ``alerts.v1``."""
 
     async def send_notifications(stream: Any) -> None:
+        deadletter = Publisher(producer())
         async for events in stream.take_events(batch_max, within=batch_within):
             stage.activate()
             clock = now_ms()
@@ -266,5 +268,6 @@ def make_send_notifications(
                 stage.accept(stage.dispatcher.dispatch(stage.state, alert, clock))
                 counters["alerts"] += 1
             stage.flush_tables()
+            await deadletter.confirm()
 
     return send_notifications

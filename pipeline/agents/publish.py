@@ -1,0 +1,53 @@
+"""Publishing from agents through faust's transport producer, confirmed per batch.
+
+``Topic.send`` builds a FutureMessage, a PendingMessage and callbacks for every record; at the
+volumes of ``measurements.v1`` that machinery costs more than the work itself. Agents instead
+hand records to the producer faust already runs (so its flush-before-commit still covers
+them) and, at the end of each batch, wait until Kafka acknowledged every one: a failed send
+raises before the batch's offsets can be committed, so nothing is acked that was not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from pipeline.errors import StreamWardenError
+
+
+class PublishError(StreamWardenError):
+    """Kafka refused records of this batch; the batch must not be acknowledged."""
+
+
+class Publisher:
+    """Send records now, confirm them all at :meth:`confirm`.
+
+    Args:
+        producer: faust's transport producer (``app.producer``).
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._pending: list[Awaitable[Any]] = []
+        self.sent = 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._pending.append(await self._producer.send(topic, key, value, None, None, None))
+        self.sent += 1
+
+    async def confirm(self) -> None:
+        """Wait for Kafka's acknowledgement of everything sent since the last call.
+
+        Raises:
+            PublishError: any record was not written (the cause is chained).
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise PublishError(
+                f"{len(failed)} of {len(results)} records were not written to Kafka"
+            ) from failed[0]
