@@ -33,7 +33,7 @@ PARTITIONS = 16
 
 def emit(record: dict[str, Any]) -> None:
     print(
-        json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()}),
+        json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in record.items()}),
         flush=True,
     )
 

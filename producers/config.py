@@ -22,7 +22,11 @@ idle_timeout       300s         reconnect when no frame arrived for this long; n
 stable_after       10s          a connection up this long counts as good (backoff resets)
 backoff_initial    0.5s         first reconnect delay ceiling (full jitter)
 backoff_max        30s          reconnect delay cap
-max_frame_bytes    1048576      larger frames are logged, counted and not published
+max_frame_bytes    1048576      larger frames are logged, counted and dead-lettered
+                                (``deadletter.v1``, first 1 KiB only), not published
+tls_verify         true         verify ``wss://`` certificates and hostnames; false is
+                                refused unless ``tls_insecure_acknowledged: true`` is
+                                set too, and then warned about at every connect
 =================  ===========  ==========================================================
 
 ``${VAR}`` in any string value is replaced from the environment. Every problem in the file is

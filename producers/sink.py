@@ -6,37 +6,208 @@
 delivery errors are retried with backoff, forever; a non-retriable error (for example a record
 larger than the broker accepts) stops the sink with :class:`~producers.errors.SinkError`, which
 stops the producer loudly rather than stalling or dropping silently.
+
+Dead letters: a frame a transport refuses (larger than ``max_frame_bytes``) is not dropped
+silently. The transport hands the sink a reason and the first :data:`EXCERPT_BYTES` bytes of the
+frame (:func:`frame_excerpt`, credentials masked) through :meth:`EnvelopeSink.send_dead_letter`;
+:class:`KafkaSink` writes a :class:`DeadLetterRecord` to :data:`DEADLETTER_TOPIC` (the record
+shape of ``pipeline.models.DeadLetter`` with ``stage="producer"``), :class:`JsonlSink` appends
+it to a file next to the recording (``<name>.deadletter.jsonl``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from io import BufferedWriter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+import msgspec
+
 from producers.backoff import Backoff
-from producers.envelope import RawEnvelope, encode_envelope, raw_topic
+from producers.envelope import RawEnvelope, encode_envelope, now_ms, raw_topic
 from producers.errors import SinkError
+from producers.redact import redact_text
 
 __all__ = [
+    "DEADLETTER_TOPIC",
+    "EXCERPT_BYTES",
+    "DeadLetterRecord",
+    "DeadLetterRoute",
+    "DeadLetterSink",
     "EnvelopeSink",
     "JsonlSink",
     "KafkaProducerLike",
     "KafkaSink",
+    "encode_dead_letter",
+    "frame_excerpt",
     "is_retriable_kafka_error",
 ]
 
 logger = logging.getLogger(__name__)
 
+#: The dead-letter topic (the same name as ``pipeline.topics.DEADLETTER_TOPIC``).
+DEADLETTER_TOPIC = "deadletter.v1"
+#: Most bytes of a refused frame kept in its dead letter.
+EXCERPT_BYTES = 1024
+#: Extra text redacted beyond the excerpt, so a secret cut by the excerpt's end is masked whole.
+_REDACT_MARGIN = 256
 
-class EnvelopeSink(Protocol):
+
+class DeadLetterRecord(msgspec.Struct, frozen=True):
+    """A frame a producer refused, as written to ``deadletter.v1``.
+
+    The first seven fields are those of ``pipeline.models.DeadLetter`` (so one reader handles
+    every stage); the producer has no Kafka position, hence ``topic=""``, ``partition=-1``,
+    ``offset=-1``.
+
+    Attributes:
+        stage: always ``producer``.
+        reason: why the frame was refused, secret-free.
+        raw: the first :data:`EXCERPT_BYTES` bytes of the frame: text, or base64 when
+            ``encoding == "base64"`` (binary or not UTF-8).
+        failed_at_ms: when it was dead-lettered.
+        source, stream, received_at_ms: as in the envelope the frame would have had.
+        encoding: ``text`` or ``base64``.
+    """
+
+    stage: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    raw: str
+    failed_at_ms: int
+    source: str
+    stream: str
+    received_at_ms: int
+    encoding: str = "text"
+
+
+_dead_letter_encoder = msgspec.json.Encoder()
+
+
+def frame_excerpt(
+    frame: str | bytes,
+    redact: Callable[[str], str] = redact_text,
+    *,
+    limit: int = EXCERPT_BYTES,
+) -> str | bytes:
+    """The first ``limit`` bytes of a frame, for a dead letter; text with secrets masked.
+
+    Text (and bytes that are UTF-8 text) is passed through ``redact`` (a transport's
+    :class:`~producers.redact.SecretFilter`, which also masks credential parameters) before it
+    is cut, so a secret straddling the cut is masked whole. Other bytes are returned cut, as
+    bytes (the sink stores them base64-encoded).
+    """
+    head = frame[: limit + _REDACT_MARGIN]
+    if isinstance(head, bytes):
+        text = _utf8_prefix(head)
+        if text is None:
+            return head[:limit]
+    else:
+        text = head
+    masked = redact(text).encode("utf-8", "surrogatepass")[:limit]
+    return masked.decode("utf-8", "ignore")
+
+
+def _utf8_prefix(data: bytes) -> str | None:
+    """``data`` as text when it is UTF-8 (a character cut at its end is dropped); else None."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":
+            return None
+        try:
+            return data[: exc.start].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+
+def encode_dead_letter(
+    source: str,
+    stream: str,
+    reason: str,
+    excerpt: str | bytes,
+    *,
+    received_at_ms: int | None = None,
+) -> bytes:
+    """The JSON of a :class:`DeadLetterRecord` (``excerpt`` cut to :data:`EXCERPT_BYTES`).
+
+    The reason and text excerpts are masked once more with
+    :func:`~producers.redact.redact_text`: dead letters are kept and shown to operators.
+    """
+    if isinstance(excerpt, bytes):
+        raw = base64.b64encode(excerpt[:EXCERPT_BYTES]).decode("ascii")
+        encoding = "base64"
+    else:
+        cut = excerpt.encode("utf-8", "surrogatepass")[:EXCERPT_BYTES]
+        raw = redact_text(cut.decode("utf-8", "ignore"))
+        encoding = "text"
+    failed_at_ms = now_ms()
+    record = DeadLetterRecord(
+        stage="producer",
+        reason=redact_text(reason),
+        topic="",
+        partition=-1,
+        offset=-1,
+        raw=raw,
+        failed_at_ms=failed_at_ms,
+        source=source,
+        stream=stream,
+        received_at_ms=failed_at_ms if received_at_ms is None else received_at_ms,
+        encoding=encoding,
+    )
+    return _dead_letter_encoder.encode(record)
+
+
+class DeadLetterSink(Protocol):
+    """Where refused frames go (every :class:`EnvelopeSink` is one)."""
+
+    async def send_dead_letter(
+        self,
+        source: str,
+        stream: str,
+        reason: str,
+        excerpt: str | bytes,
+        *,
+        received_at_ms: int | None = None,
+    ) -> None:
+        """Record a refused frame: ``source``/``stream`` as in its envelope, ``reason``
+        secret-free, ``excerpt`` from :func:`frame_excerpt`; may wait like ``send``."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeadLetterRoute:
+    """What a transport needs to dead-letter a frame: the sink and the envelope's names.
+
+    Attributes:
+        sink: the producer's sink.
+        source: the upstream family (``RawEnvelope.source``, e.g. ``aliunid``).
+        stream: the configured source name (``RawEnvelope.stream``).
+    """
+
+    sink: DeadLetterSink
+    source: str
+    stream: str
+
+    async def send(self, reason: str, excerpt: str | bytes, *, received_at_ms: int) -> None:
+        """Dead-letter one frame (see :meth:`DeadLetterSink.send_dead_letter`)."""
+        await self.sink.send_dead_letter(
+            self.source, self.stream, reason, excerpt, received_at_ms=received_at_ms
+        )
+
+
+class EnvelopeSink(DeadLetterSink, Protocol):
     """Destination of envelopes. Implementations may apply backpressure in ``send``."""
 
     async def send(self, key: bytes | None, envelope: RawEnvelope) -> None:
@@ -100,8 +271,9 @@ class KafkaSink:
         retry_backoff: delays between delivery or start retries.
         close_timeout: bound on :meth:`close` (final flush, then producer stop), seconds.
 
-    Counters (monotonic): ``sent_total`` acknowledged envelopes, ``failed_total`` failed
-    delivery attempts (each retried), ``buffer_full_total`` times the buffer filled up.
+    Counters (monotonic): ``sent_total`` acknowledged records (envelopes and dead letters),
+    ``failed_total`` failed delivery attempts (each retried), ``buffer_full_total`` times the
+    buffer filled up, ``deadlettered_total`` dead letters accepted.
     """
 
     def __init__(
@@ -136,6 +308,7 @@ class KafkaSink:
         self.sent_total = 0
         self.failed_total = 0
         self.buffer_full_total = 0
+        self.deadlettered_total = 0
 
     def _default_factory(self) -> KafkaProducerLike:
         from aiokafka import AIOKafkaProducer
@@ -180,6 +353,9 @@ class KafkaSink:
         Raises:
             SinkError: the sink is closed or failed permanently.
         """
+        await self._enqueue(raw_topic(envelope.source), key, encode_envelope(envelope))
+
+    async def _enqueue(self, topic: str, key: bytes | None, value: bytes) -> None:
         await self.start()
         if self._pending >= self.buffer_max_messages:
             if self._full_since is None:
@@ -205,9 +381,28 @@ class KafkaSink:
         self._seq += 1
         self._pending += 1
         self._idle.clear()
-        self._queue.put_nowait(
-            _Pending(self._seq, raw_topic(envelope.source), key, encode_envelope(envelope))
-        )
+        self._queue.put_nowait(_Pending(self._seq, topic, key, value))
+
+    async def send_dead_letter(
+        self,
+        source: str,
+        stream: str,
+        reason: str,
+        excerpt: str | bytes,
+        *,
+        received_at_ms: int | None = None,
+    ) -> None:
+        """Buffer a :class:`DeadLetterRecord` for :data:`DEADLETTER_TOPIC`, keyed by ``stream``.
+
+        Delivered like envelopes (same buffer, retries and backpressure) and counted in
+        ``deadlettered_total``.
+
+        Raises:
+            SinkError: the sink is closed or failed permanently.
+        """
+        value = encode_dead_letter(source, stream, reason, excerpt, received_at_ms=received_at_ms)
+        await self._enqueue(DEADLETTER_TOPIC, stream.encode("utf-8"), value)
+        self.deadlettered_total += 1
 
     async def flush(self) -> None:
         """Wait until every buffered envelope is acknowledged.
@@ -398,11 +593,14 @@ class JsonlSink:
     :meth:`flush` and :meth:`close` also ``fsync``. Keys are not stored: they are derived from
     the payload again on replay.
 
+    Dead letters go to a separate file, :attr:`deadletter_path` (``rec.jsonl`` ->
+    ``rec.deadletter.jsonl``), opened on the first one, so the recording holds only envelopes.
+
     Args:
         path: the file; created if missing, appended to otherwise.
         max_messages: stop recording after this many lines and set :attr:`full`; envelopes
             sent afterwards are counted in ``ignored_total`` and not written, so a recording of
-            N frames has exactly N lines.
+            N frames has exactly N lines. Dead letters do not count.
 
     Raises:
         SinkError: the file cannot be opened for appending.
@@ -412,14 +610,18 @@ class JsonlSink:
         if max_messages is not None and max_messages < 1:
             raise ValueError(f"max_messages must be >= 1 or None, got {max_messages}")
         self.path = path
+        stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+        self.deadletter_path = path.with_name(f"{stem}.deadletter.jsonl")
         self.max_messages = max_messages
         self.full = asyncio.Event()
         self.written_total = 0
         self.ignored_total = 0
+        self.deadlettered_total = 0
         try:
             self._file = path.open("ab")
         except OSError as exc:
             raise SinkError(f"cannot open the recording file path={path}: {exc.strerror}") from exc
+        self._deadletter_file: BufferedWriter | None = None
         self._closed = False
 
     async def send(self, key: bytes | None, envelope: RawEnvelope) -> None:
@@ -439,20 +641,52 @@ class JsonlSink:
         if self.max_messages is not None and self.written_total >= self.max_messages:
             self.full.set()
 
+    async def send_dead_letter(
+        self,
+        source: str,
+        stream: str,
+        reason: str,
+        excerpt: str | bytes,
+        *,
+        received_at_ms: int | None = None,
+    ) -> None:
+        """Append a :class:`DeadLetterRecord` line to :attr:`deadletter_path`.
+
+        Raises:
+            SinkError: the sink is closed, or the dead-letter file cannot be opened.
+        """
+        if self._closed:
+            raise SinkError(f"jsonl sink is closed path={self.path}")
+        if self._deadletter_file is None:
+            try:
+                self._deadletter_file = self.deadletter_path.open("ab")
+            except OSError as exc:
+                raise SinkError(
+                    f"cannot open the dead-letter file path={self.deadletter_path}: {exc.strerror}"
+                ) from exc
+        value = encode_dead_letter(source, stream, reason, excerpt, received_at_ms=received_at_ms)
+        self._deadletter_file.write(value + b"\n")
+        self._deadletter_file.flush()
+        self.deadlettered_total += 1
+
     async def flush(self) -> None:
-        """Flush and fsync the file."""
+        """Flush and fsync the file (and the dead-letter file, once opened)."""
         if self._closed:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        for file in (self._file, self._deadletter_file):
+            if file is not None:
+                file.flush()
+                os.fsync(file.fileno())
 
     async def close(self) -> None:
-        """Flush, fsync and close the file (idempotent)."""
+        """Flush, fsync and close the files (idempotent)."""
         if self._closed:
             return
         await self.flush()
         self._closed = True
         self._file.close()
+        if self._deadletter_file is not None:
+            self._deadletter_file.close()
 
     async def __aenter__(self) -> Self:
         return self

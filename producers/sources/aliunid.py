@@ -22,7 +22,7 @@ import orjson
 
 from producers.config import AliunidSource, secrets_of
 from producers.envelope import RawEnvelope, now_ms
-from producers.sink import EnvelopeSink
+from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.common import websocket_options
 from producers.transports.websocket import WebSocketClient
 
@@ -93,5 +93,6 @@ async def run_aliunid(source: AliunidSource, sink: EnvelopeSink, stop: asyncio.E
         name=source.name,
         options=websocket_options(source),
         secrets=secrets_of(source),
+        dead_letters=DeadLetterRoute(sink, KIND, source.name),
     )
     await client.run(stop)

@@ -10,7 +10,15 @@ import re
 from typing import Annotated
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+)
 
 from producers.redact import redact_url
 
@@ -46,7 +54,12 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class SourceBase(BaseModel):
-    """Keys every source kind shares (connection tuning and identity)."""
+    """Keys every source kind shares (connection tuning, identity and TLS).
+
+    ``tls_verify`` (default true) checks ``wss://`` certificates and hostnames. Turning it off
+    is refused unless ``tls_insecure_acknowledged: true`` says so deliberately; the producer
+    then logs a WARNING naming the source at every connection attempt.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -58,6 +71,19 @@ class SourceBase(BaseModel):
     backoff_initial: Seconds = 0.5
     backoff_max: Seconds = 30.0
     max_frame_bytes: Annotated[int, BeforeValidator(_strict_int), Field(ge=1)] = 1 << 20
+    tls_insecure_acknowledged: StrictBool = False
+    tls_verify: StrictBool = True
+
+    @field_validator("tls_verify")
+    @classmethod
+    def _insecure_acknowledged(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value and info.data.get("tls_insecure_acknowledged") is not True:
+            raise ValueError(
+                "false turns off TLS certificate and hostname checks (anyone on the path can "
+                "read the credentials); set tls_insecure_acknowledged: true as well if you "
+                "really mean it"
+            )
+        return value
 
     @field_validator("backoff_max")
     @classmethod

@@ -18,4 +18,5 @@ def websocket_options(source: SourceBase) -> WebSocketOptions:
         max_frame_bytes=source.max_frame_bytes,
         backoff_initial=source.backoff_initial,
         backoff_max=source.backoff_max,
+        tls_verify=source.tls_verify,
     )

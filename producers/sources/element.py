@@ -54,7 +54,7 @@ from websockets.exceptions import ConnectionClosed
 
 from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
-from producers.sink import EnvelopeSink
+from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
 from producers.transports.websocket import FrameHandler, WebSocketClient
 
@@ -384,6 +384,7 @@ async def run_element(
         options=options,
         on_open=start_text_pings if text_keepalive else None,
         secrets=_secrets(source),
+        dead_letters=DeadLetterRoute(sink, KIND, source.name),
     )
     try:
         await client.run(stop)

@@ -72,7 +72,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from producers.envelope import RawEnvelope, now_ms
 from producers.errors import SourceConfigError
 from producers.redact import redact_url
-from producers.sink import EnvelopeSink
+from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
 from producers.transports.stomp import (
     DEFAULT_SUBPROTOCOLS,
@@ -225,6 +225,7 @@ def endpoint(source: HemisSource) -> StompEndpoint:
             ca_file=source.ca_file,
             subprotocols=source.subprotocols,
             vhost=source.vhost or name,
+            tls_verify=source.tls_verify,
         )
     return StompEndpoint(
         host=hostname,
@@ -234,6 +235,7 @@ def endpoint(source: HemisSource) -> StompEndpoint:
         ca_file=source.ca_file,
         subprotocols=source.subprotocols,
         vhost=source.vhost or hostname,
+        tls_verify=source.tls_verify,
     )
 
 
@@ -366,5 +368,6 @@ async def run_hemis(source: HemisSource, sink: EnvelopeSink, stop: asyncio.Event
         publish,
         name=source.name,
         options=stomp_options(source),
+        dead_letters=DeadLetterRoute(sink, KIND, source.name),
     )
     await client.run(stop)

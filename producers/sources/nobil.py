@@ -57,7 +57,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
-from producers.sink import EnvelopeSink
+from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
 from producers.transports.websocket import WebSocketClient
 
@@ -297,5 +297,6 @@ async def run_nobil(source: NobilSource, sink: EnvelopeSink, stop: asyncio.Event
         name=source.name,
         options=websocket_options(source),
         secrets=_secrets(source),
+        dead_letters=DeadLetterRoute(sink, KIND, source.name),
     )
     await client.run(stop)

@@ -76,7 +76,7 @@ from websockets.protocol import State
 from producers.envelope import RawEnvelope, now_ms
 from producers.errors import SourceConfigError, UpstreamAuthError, UpstreamRejectedError
 from producers.redact import MASK, install_secret_filter, redact_url
-from producers.sink import EnvelopeSink
+from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
 from producers.transports.websocket import StatusAction, WebSocketClient
 
@@ -1018,6 +1018,7 @@ async def run_valtronics(source: ValtronicsSource, sink: EnvelopeSink, stop: asy
         on_open=producer.on_open,
         secrets=secrets,
         status_policy=status_policy,
+        dead_letters=DeadLetterRoute(sink, KIND, source.name),
     )
     producer.client = client
     try:

@@ -44,6 +44,17 @@ Connection lifecycle and failure policy
       socket, join stomp.py's threads, publish what was already received, return. While a
       handshake is in progress, stopping waits for it (at most ``open_timeout``).
 
+Oversized messages
+    A MESSAGE body larger than ``max_frame_bytes`` is not handed to the callback: it is
+    logged, counted in ``oversized_total`` and, given a ``dead_letters`` route, dead-lettered
+    with its first :data:`~producers.sink.EXCERPT_BYTES` bytes (credentials masked).
+
+TLS
+    ``wss://`` certificates and hostnames are verified (``ca_file`` or the system store).
+    ``StompEndpoint(tls_verify=False)`` (``tls_verify: false`` plus
+    ``tls_insecure_acknowledged: true`` in the sources file) turns that off; every connection
+    attempt then logs a WARNING naming the source.
+
 Secrets
     The passcode travels only in the ``CONNECT`` frame. stomp.py logs outgoing frames at DEBUG
     and its own mask (``passcode:\\s+...``) does not match its own output, and
@@ -81,8 +92,10 @@ from stomp.listener import ConnectionListener
 from stomp.protocol import Protocol12
 
 from producers.backoff import Backoff
+from producers.envelope import now_ms
 from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter
+from producers.sink import DeadLetterRoute, frame_excerpt
 from producers.transports.websocket import StatusAction, default_status_policy
 
 __all__ = [
@@ -138,6 +151,8 @@ class StompEndpoint:
         subprotocols: offered in ``Sec-WebSocket-Protocol``; the server's choice is not
             checked (some servers do not echo one). Empty offers none.
         vhost: the STOMP ``host`` header of CONNECT; None sends ``tls_hostname`` or ``host``.
+        tls_verify: verify the certificate and its name; False is insecure and logged as a
+            WARNING at every connection attempt.
     """
 
     host: str
@@ -149,6 +164,7 @@ class StompEndpoint:
     ca_file: str | None = None
     subprotocols: tuple[str, ...] = DEFAULT_SUBPROTOCOLS
     vhost: str | None = None
+    tls_verify: bool = True
 
     @property
     def url(self) -> str:
@@ -215,7 +231,8 @@ class StompOptions:
         idle_timeout: reconnect when nothing (not even a heart-beat) arrived for this long;
             None waits forever.
         stable_after: a connection up this long counts as good even without messages.
-        max_frame_bytes: larger bodies are logged, counted and not handed over.
+        max_frame_bytes: larger bodies are logged, counted, dead-lettered and not handed
+            over.
         max_pending: messages handed over by the receiver thread and not yet accepted.
         backoff_initial, backoff_factor, backoff_max: reconnect delays (full jitter).
     """
@@ -251,6 +268,7 @@ class StompStats:
     messages_total: int = 0
     binary_total: int = 0
     oversized_total: int = 0
+    deadlettered_total: int = 0
     errors_total: int = 0
     reconnects_total: int = 0
 
@@ -344,6 +362,9 @@ class _Transport(WSTransport):  # type: ignore[misc]  # stomp.py ships no type i
         sslopt: dict[str, Any] | None = None
         if endpoint.tls:
             context = ssl.create_default_context(cafile=endpoint.ca_file)
+            if not endpoint.tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
             sslopt = {"context": context, "server_hostname": endpoint.tls_hostname or endpoint.host}
         sock = websocket.create_connection(
             endpoint.url,
@@ -493,6 +514,8 @@ class StompClient:
         name: the source name, for logs.
         options: timeouts, heart-beats, limits and backoff.
         backoff: override the backoff built from ``options`` (tests).
+        dead_letters: where oversized messages are dead-lettered; None only logs and counts
+            them.
     """
 
     def __init__(
@@ -505,6 +528,7 @@ class StompClient:
         name: str,
         options: StompOptions | None = None,
         backoff: Backoff | None = None,
+        dead_letters: DeadLetterRoute | None = None,
     ) -> None:
         if not destinations:
             raise ValueError("at least one destination is required")
@@ -518,6 +542,7 @@ class StompClient:
             self.options.backoff_initial, self.options.backoff_factor, self.options.backoff_max
         )
         self.stats = StompStats()
+        self.dead_letters = dead_letters
         self._redact = _SECRET_FILTER.redact
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -578,6 +603,13 @@ class StompClient:
         bridge = _Bridge(loop, queue, slots, transport, self.stats)
         connection.set_listener("bridge", bridge)
         self.stats.attempts_total += 1
+        if self.endpoint.tls and not self.endpoint.tls_verify:
+            logger.warning(
+                "TLS certificate verification is OFF; the upstream is not authenticated "
+                "source=%s url=%s (tls_verify: false)",
+                self.name,
+                self.endpoint.shown,
+            )
         try:
             await asyncio.to_thread(transport.start)
         except Exception as exc:
@@ -867,17 +899,30 @@ class _Session:
         message = event.message
         try:
             size = len(message.body)
-            if size > client.options.max_frame_bytes:
+            limit = client.options.max_frame_bytes
+            if size > limit:
+                received_at_ms = now_ms()
                 client.stats.oversized_total += 1
+                route = client.dead_letters
                 logger.warning(
-                    "message too large; not published source=%s connection=%d size_bytes=%d "
+                    "message too large; %s source=%s connection=%d size_bytes=%d "
                     "max_frame_bytes=%d oversized_total=%d",
+                    "dead-lettered"
+                    if route is not None
+                    else "not published (no dead-letter route)",
                     client.name,
                     self.number,
                     size,
-                    client.options.max_frame_bytes,
+                    limit,
                     client.stats.oversized_total,
                 )
+                if route is not None:
+                    await route.send(
+                        f"frame of {size} bytes exceeds max_frame_bytes={limit}",
+                        frame_excerpt(message.body, self._redact),
+                        received_at_ms=received_at_ms,
+                    )
+                    client.stats.deadlettered_total += 1
                 return
             client.stats.messages_total += 1
             if message.binary:

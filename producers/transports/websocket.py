@@ -16,7 +16,9 @@ Failure policy (see :func:`default_status_policy`):
 * Anything the frame callback raises (a failed sink, a bug) propagates unchanged.
 
 Frame size: frames larger than ``max_frame_bytes`` are not handed to the callback; they are
-logged and counted in ``oversized_total`` and the connection is kept. websockets' own
+logged, counted in ``oversized_total`` and, given a ``dead_letters`` route, dead-lettered with
+their first :data:`~producers.sink.EXCERPT_BYTES` bytes (credentials masked); the connection is
+kept. websockets' own
 ``max_size`` is set to :data:`MAX_SIZE_FACTOR` times that limit so that an oversized frame can
 be received and reported instead of killing the connection; only frames beyond that hard limit
 make websockets close the connection (code 1009), which is then retried like any other drop.
@@ -27,6 +29,11 @@ Every wait is bounded: the handshake by ``open_timeout``, each receive by ``idle
 URLs are only ever logged through :func:`~producers.redact.redact_url`; websockets' own debug
 log (which prints the request line, query string included) goes to the ``...websocket.wire``
 logger, which masks credentials and the secrets passed in.
+
+TLS: ``wss://`` certificates and hostnames are verified (the system CA store). Only
+``WebSocketOptions(tls_verify=False)``, which the sources file allows only together with
+``tls_insecure_acknowledged: true``, turns that off, and then every connection attempt logs a
+WARNING naming the source.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,8 +57,10 @@ from websockets.exceptions import (
 )
 
 from producers.backoff import Backoff
+from producers.envelope import now_ms
 from producers.errors import SourceConfigError, UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter, redact_url
+from producers.sink import DeadLetterRoute, frame_excerpt
 
 __all__ = [
     "MAX_SIZE_FACTOR",
@@ -109,8 +119,10 @@ class WebSocketOptions:
         close_timeout: bound on the closing handshake.
         idle_timeout: reconnect when no frame arrived for this long; None waits forever.
         stable_after: a connection up this long counts as good even without frames.
-        max_frame_bytes: larger frames are reported and skipped.
+        max_frame_bytes: larger frames are reported, dead-lettered and skipped.
         backoff_initial, backoff_factor, backoff_max: reconnect delays (full jitter).
+        tls_verify: verify ``wss://`` certificates and hostnames; False is insecure and
+            logged as a WARNING at every connection attempt.
     """
 
     ping_interval: float | None = None
@@ -123,6 +135,7 @@ class WebSocketOptions:
     backoff_initial: float = 0.5
     backoff_factor: float = 2.0
     backoff_max: float = 30.0
+    tls_verify: bool = True
 
 
 @dataclass
@@ -133,6 +146,7 @@ class TransportStats:
     connections_total: int = 0
     frames_total: int = 0
     oversized_total: int = 0
+    deadlettered_total: int = 0
     reconnects_total: int = 0
 
 
@@ -158,6 +172,8 @@ class WebSocketClient:
         secrets: values to mask in websockets' own log lines.
         status_policy: maps handshake HTTP statuses to auth / rejected / retry.
         backoff: override the backoff built from ``options`` (tests).
+        dead_letters: where oversized frames are dead-lettered; None only logs and counts
+            them.
     """
 
     def __init__(
@@ -171,6 +187,7 @@ class WebSocketClient:
         secrets: Sequence[str] = (),
         status_policy: Callable[[int], StatusAction] = default_status_policy,
         backoff: Backoff | None = None,
+        dead_letters: DeadLetterRoute | None = None,
     ) -> None:
         self._url = url
         self.shown_url = redact_url(url)
@@ -183,6 +200,7 @@ class WebSocketClient:
             self.options.backoff_initial, self.options.backoff_factor, self.options.backoff_max
         )
         self.stats = TransportStats()
+        self._dead_letters = dead_letters
         _WIRE_FILTER.add(secrets)
         self._redact = _WIRE_FILTER.redact
 
@@ -235,15 +253,26 @@ class WebSocketClient:
     async def _connect_and_consume(self, attempt: int) -> _Ended:
         options = self.options
         self.stats.attempts_total += 1
+        url = self._url
+        extra: dict[str, Any] = {}
+        if not options.tls_verify and url[:6].lower() == "wss://":
+            logger.warning(
+                "TLS certificate verification is OFF; the upstream is not authenticated "
+                "source=%s url=%s (tls_verify: false)",
+                self.name,
+                self.shown_url,
+            )
+            extra["ssl"] = _insecure_context()
         try:
             websocket = await connect(
-                self._url,
+                url,
                 open_timeout=options.open_timeout,
                 ping_interval=options.ping_interval,
                 ping_timeout=options.ping_timeout,
                 close_timeout=options.close_timeout,
                 max_size=options.max_frame_bytes * MAX_SIZE_FACTOR,
                 logger=_WIRE_LOGGER,
+                **extra,
             )
         except InvalidStatus as exc:
             return self._refused(exc)
@@ -286,22 +315,37 @@ class WebSocketClient:
                 frames += 1
                 size = _size_bytes(message, options.max_frame_bytes)
                 if size > options.max_frame_bytes:
-                    self.stats.oversized_total += 1
-                    logger.warning(
-                        "frame too large; not published source=%s url=%s connection=%d "
-                        "size_bytes=%d max_frame_bytes=%d oversized_total=%d",
-                        self.name,
-                        self.shown_url,
-                        number,
-                        size,
-                        options.max_frame_bytes,
-                        self.stats.oversized_total,
-                    )
+                    await self._oversized(message, size, number)
                     continue
                 self.stats.frames_total += 1
                 await self._on_frame(message, number)
         finally:
             await websocket.close()
+
+    async def _oversized(self, message: str | bytes, size: int, number: int) -> None:
+        """Count, log and (given a route) dead-letter a frame over ``max_frame_bytes``."""
+        received_at_ms = now_ms()
+        limit = self.options.max_frame_bytes
+        self.stats.oversized_total += 1
+        route = self._dead_letters
+        logger.warning(
+            "frame too large; %s source=%s url=%s connection=%d size_bytes=%d "
+            "max_frame_bytes=%d oversized_total=%d",
+            "dead-lettered" if route is not None else "not published (no dead-letter route)",
+            self.name,
+            self.shown_url,
+            number,
+            size,
+            limit,
+            self.stats.oversized_total,
+        )
+        if route is not None:
+            await route.send(
+                f"frame of {size} bytes exceeds max_frame_bytes={limit}",
+                frame_excerpt(message, self._redact),
+                received_at_ms=received_at_ms,
+            )
+            self.stats.deadlettered_total += 1
 
     def _ended(self, frames: int, uptime: float, reason: str) -> _Ended:
         good = frames > 0 or uptime >= self.options.stable_after
@@ -353,6 +397,14 @@ class WebSocketClient:
 
     def _reason(self, exc: BaseException) -> str:
         return self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def _insecure_context() -> ssl.SSLContext:
+    """A TLS context that accepts any certificate for any name (``tls_verify: false``)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _size_bytes(message: str | bytes, limit: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from producers.config import AliunidSource
@@ -21,16 +22,40 @@ WAIT_TIMEOUT = 10.0
 Items = Sequence[tuple[bytes | None, RawEnvelope]]
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """One ``send_dead_letter`` call as a MemorySink received it."""
+
+    source: str
+    stream: str
+    reason: str
+    excerpt: str | bytes
+    received_at_ms: int | None
+
+
 class MemorySink:
-    """Keeps envelopes in memory and lets tests await a condition on them."""
+    """Keeps envelopes and dead letters in memory; tests await a condition on them."""
 
     def __init__(self) -> None:
         self.items: list[tuple[bytes | None, RawEnvelope]] = []
+        self.dead_letters: list[DeadLetter] = []
         self.flushes = 0
         self._changed = asyncio.Event()
 
     async def send(self, key: bytes | None, envelope: RawEnvelope) -> None:
         self.items.append((key, envelope))
+        self._changed.set()
+
+    async def send_dead_letter(
+        self,
+        source: str,
+        stream: str,
+        reason: str,
+        excerpt: str | bytes,
+        *,
+        received_at_ms: int | None = None,
+    ) -> None:
+        self.dead_letters.append(DeadLetter(source, stream, reason, excerpt, received_at_ms))
         self._changed.set()
 
     async def flush(self) -> None:
@@ -48,6 +73,13 @@ class MemorySink:
     ) -> None:
         async with asyncio.timeout(wait_timeout):
             while not predicate(self.items):
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_for_dead_letters(self, count: int, wait_timeout: float = WAIT_TIMEOUT) -> None:
+        """Wait until at least ``count`` dead letters arrived."""
+        async with asyncio.timeout(wait_timeout):
+            while len(self.dead_letters) < count:
                 self._changed.clear()
                 await self._changed.wait()
 

@@ -265,6 +265,13 @@ async def test_oversized_messages_are_reported_not_published(
     small = [f for f in sim.frames_for(1) if len(f.encode()) <= 200]
     assert [e.payload for e in sink.envelopes] == small[: len(sink.items)]
     assert "max_frame_bytes=200" in caplog.text
+    # Nothing is dropped silently: every oversized message is dead-lettered with its start.
+    assert sink.dead_letters
+    large = [f for f in sim.frames_for(1) if len(f.encode()) > 200]
+    for letter, frame in zip(sink.dead_letters, large, strict=False):
+        assert (letter.source, letter.stream) == ("hemis", "hemis-test")
+        assert letter.reason == f"frame of {len(frame.encode())} bytes exceeds max_frame_bytes=200"
+        assert letter.excerpt == frame.encode()[:1024].decode("utf-8", "ignore")
 
 
 async def test_stop_is_prompt_and_graceful(sim: HemisSimulator) -> None:

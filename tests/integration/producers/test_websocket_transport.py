@@ -15,8 +15,11 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from producers.backoff import Backoff
+from producers.envelope import now_ms
 from producers.errors import SinkError, UpstreamAuthError
+from producers.sink import EXCERPT_BYTES, DeadLetterRoute
 from producers.transports.websocket import WebSocketClient, WebSocketOptions
+from tests.integration.producers.helpers import MemorySink
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +114,51 @@ async def test_oversized_frames_are_skipped_counted_and_the_connection_kept(
     assert len(warnings) == 2
     assert "size_bytes=1500 max_frame_bytes=1000" in warnings[0]
     assert "token=***" in warnings[0]
+
+
+async def test_oversized_frames_are_dead_lettered_with_a_masked_excerpt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    big_text = "wss://echo?token=t0p-secret&x=" + "x" * 1500
+    big_binary = b"\x01\xff" * 600
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(big_text)
+        await ws.send(big_binary)
+        await ws.send("small")
+        await ws.wait_closed()
+
+    frames = Frames()
+    sink = MemorySink()
+    options = WebSocketOptions(max_frame_bytes=1000, backoff_initial=0.01, backoff_max=0.05)
+    before = now_ms()
+    async with server(handler) as url:
+        client = WebSocketClient(
+            url,
+            frames,
+            name="t",
+            options=options,
+            secrets=["t0p-secret"],
+            dead_letters=DeadLetterRoute(sink, "aliunid", "t"),
+        )
+        async with running(client):
+            await frames.wait_for(1)
+            await sink.wait_for_dead_letters(2)
+    assert frames.items == [("small", 1)]
+    assert client.stats.oversized_total == client.stats.deadlettered_total == 2
+    text, binary = sink.dead_letters
+    assert (text.source, text.stream) == ("aliunid", "t")
+    assert text.reason == f"frame of {len(big_text)} bytes exceeds max_frame_bytes=1000"
+    assert isinstance(text.excerpt, str)
+    assert text.excerpt.startswith("wss://echo?token=***&x=xxx")
+    assert len(text.excerpt.encode()) == EXCERPT_BYTES
+    assert "t0p-secret" not in text.excerpt
+    assert text.received_at_ms is not None and text.received_at_ms >= before
+    assert binary.reason == "frame of 1200 bytes exceeds max_frame_bytes=1000"
+    assert binary.excerpt == big_binary[:EXCERPT_BYTES]
+    warnings = [r.getMessage() for r in caplog.records if "frame too large" in r.getMessage()]
+    assert len(warnings) == 2
+    assert all("dead-lettered" in w and "t0p-secret" not in w for w in warnings)
 
 
 async def test_binary_frames_are_passed_as_bytes() -> None:

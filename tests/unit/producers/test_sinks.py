@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -19,7 +21,16 @@ from aiokafka.errors import (
 from producers.backoff import Backoff
 from producers.envelope import RawEnvelope, decode_envelope, encode_envelope
 from producers.errors import SinkError
-from producers.sink import JsonlSink, KafkaSink, is_retriable_kafka_error
+from producers.redact import SecretFilter
+from producers.sink import (
+    DEADLETTER_TOPIC,
+    EXCERPT_BYTES,
+    DeadLetterRecord,
+    JsonlSink,
+    KafkaSink,
+    frame_excerpt,
+    is_retriable_kafka_error,
+)
 
 
 def envelope(n: int, source: str = "aliunid") -> RawEnvelope:
@@ -345,3 +356,128 @@ def test_buffer_must_hold_at_least_one_envelope() -> None:
 )
 def test_retriable_classification(exc: BaseException, retriable: bool) -> None:
     assert is_retriable_kafka_error(exc) is retriable
+
+
+# --------------------------------------------------------------------------- dead letters
+
+SECRET = "k3y-of-the-upstream"
+
+
+def test_dead_letter_topic_is_the_pipeline_one() -> None:
+    from pipeline.topics import DEADLETTER_TOPIC as PIPELINE_TOPIC
+
+    assert DEADLETTER_TOPIC == PIPELINE_TOPIC
+
+
+def test_excerpt_of_long_text_is_the_first_kib_without_splitting_a_character() -> None:
+    frame = "a" * 1023 + "é" + "b" * 5000  # 'é' is 2 bytes and straddles byte 1024
+    excerpt = frame_excerpt(frame)
+    assert excerpt == "a" * 1023
+    assert frame_excerpt("short") == "short"
+
+
+def test_excerpt_masks_secrets_even_across_the_cut() -> None:
+    masking = SecretFilter([SECRET], redact_credentials=True)
+    frame = "x" * 1010 + SECRET + "y" * 3000  # the secret starts before byte 1024, ends after
+    excerpt = frame_excerpt(frame, masking.redact)
+    assert isinstance(excerpt, str)
+    assert SECRET[:10] not in excerpt
+    assert excerpt == ("x" * 1010 + "***" + "y" * 3000)[:1024]
+    # Without known secrets, credential parameters are still masked.
+    assert frame_excerpt('{"url": "wss://h/live?apiKey=abc123def"}') == (
+        '{"url": "wss://h/live?apiKey=***"}'
+    )
+
+
+def test_excerpt_of_bytes_is_text_when_utf8_else_the_raw_bytes() -> None:
+    text_bytes = ("ü" * 2000).encode()  # cut at 1024+256 bytes falls between characters
+    excerpt = frame_excerpt(text_bytes)
+    assert excerpt == "ü" * 512
+    binary = bytes(range(256)) * 10
+    assert frame_excerpt(binary) == binary[:1024]
+
+
+async def test_kafka_sink_dead_letters_go_to_the_deadletter_topic_as_pipeline_records() -> None:
+    from pipeline.models import DeadLetter
+
+    fake = FakeProducer()
+    sink = make_sink(fake)
+    frame = '{"type":"data","echo":"wss://h/live?apiKey=' + SECRET + '"}' + "z" * 4000
+    await sink.send_dead_letter(
+        "aliunid",
+        "aliunid-main",
+        "frame of 4040 bytes exceeds max_frame_bytes=1000",
+        frame_excerpt(frame),
+        received_at_ms=1_700_000_000_123,
+    )
+    await sink.send_dead_letter("hemis", "b1", "too large", b"\xff\x00" * 900)
+    async with asyncio.timeout(5):
+        await sink.close()
+    assert [(t, k) for t, k, _ in fake.delivered] == [
+        (DEADLETTER_TOPIC, b"aliunid-main"),
+        (DEADLETTER_TOPIC, b"b1"),
+    ]
+    assert sink.deadlettered_total == 2
+    assert sink.sent_total == 2
+    first = msgspec.json.decode(fake.delivered[0][2], type=DeadLetterRecord)
+    assert first.stage == "producer"
+    assert (first.topic, first.partition, first.offset) == ("", -1, -1)
+    assert (first.source, first.stream, first.received_at_ms) == (
+        "aliunid",
+        "aliunid-main",
+        1_700_000_000_123,
+    )
+    assert first.reason == "frame of 4040 bytes exceeds max_frame_bytes=1000"
+    assert first.encoding == "text"
+    assert len(first.raw.encode()) <= EXCERPT_BYTES
+    assert first.raw.startswith('{"type":"data","echo":"wss://h/live?apiKey=***"}zzz')
+    assert SECRET not in first.raw  # a credential parameter, masked
+    assert first.failed_at_ms >= first.received_at_ms
+    # The pipeline's reader of deadletter.v1 understands producer records too.
+    common = msgspec.json.decode(fake.delivered[0][2], type=DeadLetter)
+    assert (common.stage, common.raw) == ("producer", first.raw)
+    second = msgspec.json.decode(fake.delivered[1][2], type=DeadLetterRecord)
+    assert second.encoding == "base64"
+    assert base64.b64decode(second.raw) == (b"\xff\x00" * 900)[:EXCERPT_BYTES]
+
+
+async def test_kafka_sink_dead_letter_after_close_fails() -> None:
+    sink = make_sink(FakeProducer())
+    await sink.close()
+    with pytest.raises(SinkError, match="kafka sink is closed"):
+        await sink.send_dead_letter("aliunid", "s", "too large", "x")
+
+
+async def test_jsonl_dead_letters_go_to_their_own_file(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    sink = JsonlSink(path, max_messages=1)
+    assert sink.deadletter_path == tmp_path / "rec.deadletter.jsonl"
+    await sink.send(None, envelope(0))
+    assert not sink.deadletter_path.exists()  # opened on the first dead letter only
+    await sink.send_dead_letter(
+        "nobil", "n1", "frame of 2000 bytes exceeds x", "y" * 2000, received_at_ms=7
+    )
+    await sink.send_dead_letter("nobil", "n1", "second", b"\x80\x81")
+    await sink.close()
+    assert [decode_envelope(x) for x in path.read_bytes().splitlines()] == [envelope(0)]
+    records = [
+        msgspec.json.decode(line, type=DeadLetterRecord)
+        for line in sink.deadletter_path.read_bytes().splitlines()
+    ]
+    assert [(r.stage, r.source, r.stream, r.reason) for r in records] == [
+        ("producer", "nobil", "n1", "frame of 2000 bytes exceeds x"),
+        ("producer", "nobil", "n1", "second"),
+    ]
+    assert records[0].raw == "y" * EXCERPT_BYTES
+    assert records[0].received_at_ms == 7
+    assert (records[1].encoding, records[1].raw) == ("base64", "gIE=")
+    assert sink.deadlettered_total == 2
+    assert sink.written_total == 1  # dead letters do not count towards max_messages
+    with pytest.raises(SinkError, match="jsonl sink is closed"):
+        await sink.send_dead_letter("nobil", "n1", "late", "x")
+
+
+def test_jsonl_dead_letter_file_name_for_other_suffixes(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path / "frames.log")
+    assert sink.deadletter_path == tmp_path / "frames.log.deadletter.jsonl"
+    sink._file.close()

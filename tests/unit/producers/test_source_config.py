@@ -20,6 +20,8 @@ from producers.config import (
     source_kinds,
 )
 from producers.errors import SourceConfigError, SourceProblem
+from producers.sources.common import websocket_options
+from producers.sources.hemis import endpoint
 
 API_KEY = "sk-live-7f3a9c1e5b2d"
 BUSINESS = "9bf32959-1fd4-4fa4-83e0-9e9cd80093af"
@@ -101,6 +103,34 @@ def test_defaults(tmp_path: Path) -> None:
     assert source.backoff_initial == 0.5
     assert source.backoff_max == 30.0
     assert source.max_frame_bytes == 1024 * 1024
+    assert source.tls_verify is True
+    assert source.tls_insecure_acknowledged is False
+
+
+def test_tls_verify_can_be_turned_off_only_when_acknowledged(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        sources:
+          - name: a
+            kind: aliunid
+            url: wss://h/live
+            api_key: abcd1234
+            tls_verify: false
+            tls_insecure_acknowledged: true
+          - name: h
+            kind: hemis
+            url: wss://hemis.example/ws
+            building_id: b1
+            token: t0ken-value
+            tls_verify: false
+            tls_insecure_acknowledged: true
+        """,
+    )
+    aliunid, hemis = load_sources(path, {})
+    assert (aliunid.tls_verify, aliunid.tls_insecure_acknowledged) == (False, True)
+    assert websocket_options(aliunid).tls_verify is False
+    assert endpoint(hemis).tls_verify is False
 
 
 def test_environment_defaults_to_os_environ(
@@ -176,7 +206,7 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         f"{path}:12: sources[2]: api_key: expected a string, got a number; quote the value in YAML",
         f"{path}:13: sources[2]: apikey: unknown key; allowed keys: api_key, backoff_initial, "
         "backoff_max, idle_timeout, kind, max_frame_bytes, measuring_points, name, open_timeout, "
-        "ping_interval, stable_after, url",
+        "ping_interval, stable_after, tls_insecure_acknowledged, tls_verify, url",
         f"{path}:15: sources[2]: backoff_max: must be at least backoff_initial (10s), got 1s",
         f"{path}:16: source 'aliunid-demo': name: duplicate source name; first defined at line 2",
         f"{path}:18: source 'aliunid-demo': url: 'ws://h/live?apiKey=***' must not have a query "
@@ -236,6 +266,23 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         (
             "{name: a, kind: aliunid, url: 'ws://h/l', api_key: '${EMPTY}'}",
             "2: source 'a': api_key: environment variable EMPTY is empty",
+        ),
+        (
+            "{name: a, kind: aliunid, url: 'wss://h/l', api_key: abcd, tls_verify: false}",
+            "2: source 'a': tls_verify: false turns off TLS certificate and hostname checks "
+            "(anyone on the path can read the credentials); set tls_insecure_acknowledged: true "
+            "as well if you really mean it",
+        ),
+        (
+            "{name: a, kind: aliunid, url: 'wss://h/l', api_key: abcd, tls_verify: false, "
+            "tls_insecure_acknowledged: false}",
+            "2: source 'a': tls_verify: false turns off TLS certificate and hostname checks "
+            "(anyone on the path can read the credentials); set tls_insecure_acknowledged: true "
+            "as well if you really mean it",
+        ),
+        (
+            "{name: a, kind: aliunid, url: 'wss://h/l', api_key: abcd, tls_verify: 'off'}",
+            "2: source 'a': tls_verify: Input should be a valid boolean (got 'off')",
         ),
     ],
 )
