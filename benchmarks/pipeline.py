@@ -58,7 +58,14 @@ def _worker_env(
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
     channels = workdir / "channels.yaml"
-    channels.write_text("channels:\n  sink:\n    url_env: BENCH_SINK_URL\n")
+    channels.write_text(
+        "channels:\n"
+        "  sink:\n"
+        "    url_env: BENCH_SINK_URL\n"
+        # the latency probe reads each alert's event time from the body
+        '    templates: {body: "{% for a in alerts %}ts_ms={{ a.ts_ms }} {% endfor %}"}\n'
+        "defaults: {group_wait: 0s, group_interval: 1s}\n"
+    )
     return {
         "STREAMWARDEN_KAFKA_BOOTSTRAP": bootstrap,
         "STREAMWARDEN_KAFKA_EMBEDDED": "true" if embedded else "false",
