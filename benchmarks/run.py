@@ -33,7 +33,9 @@ PARTITIONS = 16
 
 def emit(record: dict[str, Any]) -> None:
     print(
-        json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in record.items()}),
+        json.dumps(
+            {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in record.items()}
+        ),
         flush=True,
     )
 
