@@ -61,7 +61,7 @@ def test_kafka_is_pinned_apache_kafka_in_kraft_mode() -> None:
 
 def test_every_command_exists_in_the_cli() -> None:
     services = _streamwarden_services()
-    assert {"worker", "producer-aliunid", "aliunid-simulator"} <= set(services)
+    assert {"worker", "producer-aliunid", "aliunid-simulator", "producer-hemis"} <= set(services)
     for name, service in services.items():
         args = list(service["command"])  # type: ignore[call-overload]
         ctx = main.make_context("streamwarden", args, resilient_parsing=True)
@@ -90,3 +90,17 @@ def test_mounted_config_files_exist_and_rules_path_is_shipped() -> None:
     assert "COPY rules ./rules" in dockerfile and "COPY deploy ./deploy" in dockerfile
     for path in ("deploy/sources.yaml", "deploy/channels.yaml"):
         assert (ROOT / path).exists()
+
+
+def test_every_family_has_a_producer_whose_source_loads() -> None:
+    from producers.config import load_sources, source_kinds
+
+    env = {v: "placeholder-secret" for v in _config_references()}
+    env["ALIUNID_BUSINESS_ID"] = "9bf32959-1fd4-4fa4-83e0-9e9cd80093af"
+    sources = {s.name: s for s in load_sources(ROOT / "deploy" / "sources.yaml", env)}
+    assert {s.kind for s in sources.values()} == set(source_kinds())
+    services = _streamwarden_services()
+    produced = {
+        list(s["command"])[1] for s in services.values() if list(s["command"])[0] == "produce"
+    }  # type: ignore[call-overload]
+    assert produced == set(sources)
