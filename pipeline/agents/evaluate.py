@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.publish import Publisher
 from pipeline.agents.state import PartitionState
@@ -114,7 +115,7 @@ def make_evaluate_rules(
     """Build the agent function over ``measurements.v1`` and ``states.v1``."""
 
     async def evaluate_rules(stream: Any) -> None:
-        async for events in stream.take_events(batch_max, within=batch_within):
+        async def handle(events: Any) -> None:
             touched: set[int] = set()
             for event in events:
                 try:
@@ -136,6 +137,10 @@ def make_evaluate_rules(
             for partition in touched:
                 runtimes.runtime(partition)[1].flush()
             await runtimes.publisher.confirm()
+
+        await batches_or_exit(
+            "evaluate_rules", stream.take_events(batch_max, within=batch_within), handle
+        )
 
     return evaluate_rules
 

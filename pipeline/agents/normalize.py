@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.publish import Publisher
 from pipeline.errors import BadInputError
@@ -35,7 +36,8 @@ def make_normalize_raw(
     async def normalize_raw(stream: Any) -> None:
         publisher = Publisher(producer())
         deadletter = publisher
-        async for events in stream.take_events(batch_max, within=batch_within):
+
+        async def handle(events: Any) -> None:
             for event in events:
                 try:
                     envelope = decode_envelope(event.value)
@@ -67,5 +69,9 @@ def make_normalize_raw(
                 counters["measurements"] += len(records)
                 counters["raw"] += 1
             await publisher.confirm()
+
+        await batches_or_exit(
+            "normalize_raw", stream.take_events(batch_max, within=batch_within), handle
+        )
 
     return normalize_raw

@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.publish import Publisher
 from pipeline.agents.state import PartitionState
@@ -253,7 +254,8 @@ def make_send_notifications(
 
     async def send_notifications(stream: Any) -> None:
         deadletter = Publisher(producer())
-        async for events in stream.take_events(batch_max, within=batch_within):
+
+        async def handle(events: Any) -> None:
             stage.activate()
             clock = now_ms()
             for event in events:
@@ -269,5 +271,9 @@ def make_send_notifications(
                 counters["alerts"] += 1
             stage.flush_tables()
             await deadletter.confirm()
+
+        await batches_or_exit(
+            "send_notifications", stream.take_events(batch_max, within=batch_within), handle
+        )
 
     return send_notifications
