@@ -48,9 +48,13 @@ def decode_envelope(data: bytes | str) -> RawEnvelope:
     """Parse envelope JSON.
 
     Raises:
-        msgspec.DecodeError / msgspec.ValidationError: the bytes are not a valid envelope.
+        msgspec.DecodeError / msgspec.ValidationError: the bytes are not a valid envelope
+            (nesting too deep for msgspec included).
     """
-    return _decoder.decode(data)
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError("envelope JSON nests too deep") from None
 
 
 def raw_topic(kind: str) -> str:

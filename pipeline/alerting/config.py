@@ -13,6 +13,9 @@ Everything is optional except ``channels`` entries' URL source::
           body_file: templates/ops-email.html.j2
       team-slack:
         url_env: STREAMWARDEN_CHANNEL_TEAM_SLACK
+      lab-hook:
+        url_env: STREAMWARDEN_CHANNEL_LAB_HOOK   # a URL with verify=no (TLS checks off) is
+        tls_insecure_acknowledged: true          # refused unless acknowledged here; logged
 
     defaults:                         # timing of channels named only by rules
       group_by: [fingerprint]         # labels; fingerprint = one group per alert
@@ -199,7 +202,11 @@ class TemplatesSpec(_Model):
 
 
 class ChannelSpec(_Model):
-    """One channel: exactly one of ``url_env`` or ``url_file``, plus delivery settings."""
+    """One channel: exactly one of ``url_env`` or ``url_file``, plus delivery settings.
+
+    ``tls_insecure_acknowledged`` allows a URL that turns apprise's TLS certificate checks off
+    (``verify=no``); without it such a URL is refused when channels are loaded.
+    """
 
     url_env: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     url_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
@@ -207,6 +214,7 @@ class ChannelSpec(_Model):
     send_resolved: bool = True
     rate_limit: RateLimitSpec | None = None
     templates: TemplatesSpec | None = None
+    tls_insecure_acknowledged: bool = False
 
     @_model_validator(mode="after")
     def _one_source(self) -> ChannelSpec:

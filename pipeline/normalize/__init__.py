@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pipeline.errors import BadInputError
+from producers.redact import redact_text
 from pipeline.models import CanonicalRecord, RawEnvelope
 from pipeline.normalize import aliunid, element, hemis, nobil, valtronics
 
@@ -36,5 +37,14 @@ def normalize_envelope(envelope: RawEnvelope) -> Sequence[CanonicalRecord]:
     normalizer = NORMALIZERS.get(envelope.source)
     if normalizer is None:
         known = ", ".join(sorted(NORMALIZERS))
-        raise BadInputError(f"no normalizer for source {envelope.source!r}; known sources: {known}")
-    return normalizer(envelope)
+        raise BadInputError(
+            redact_text(f"no normalizer for source {envelope.source!r}; known sources: {known}")
+        )
+    try:
+        return normalizer(envelope)
+    except BadInputError as exc:
+        # Reasons quote upstream values; a frame may carry a credential-looking one.
+        masked = redact_text(exc.reason)
+        if masked == exc.reason:
+            raise
+        raise BadInputError(masked) from None

@@ -15,6 +15,10 @@ The rest of the file (routes, grouping, mute windows, inhibition, silences, temp
 described and validated in :mod:`pipeline.alerting.config`.
 
 The built-in ``console`` channel (``console://``) prints to the worker's standard output.
+
+TLS: apprise verifies certificates unless a URL says ``verify=no`` (or ``false``, ``0``...).
+Such a URL is refused at load time unless its channel entry says
+``tls_insecure_acknowledged: true``; then every load logs a WARNING naming the channel.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ __all__ = [
     "load_channels_from",
     "resolve_url",
     "url_secrets",
+    "verifies_tls",
 ]
+
+logger = logging.getLogger(__name__)
 
 # apprise and urllib3 log the URLs they call at DEBUG (a Slack webhook path *is* its token).
 _LIBRARY_LOGGERS = ("apprise", "urllib3", "urllib3.connectionpool")
@@ -106,7 +113,9 @@ class Channel:
     settings: ChannelSettings | None = field(default=None, compare=False)
 
 
-def _load_apprise(name: str, url: str) -> apprise.Apprise:
+def _load_apprise(
+    name: str, url: str, *, tls_insecure_acknowledged: bool = False
+) -> apprise.Apprise:
     console.register()
     target = apprise.Apprise()
     if not target.add(url):
@@ -115,7 +124,25 @@ def _load_apprise(name: str, url: str) -> apprise.Apprise:
             "check the URL held by its variable or file (the URL itself is not shown: it may "
             "carry a token)"
         )
+    if not verifies_tls(target):
+        if not tls_insecure_acknowledged:
+            raise ConfigError(
+                f"channel {name!r}: its URL turns TLS certificate verification off (verify=no); "
+                "remove that option, or set tls_insecure_acknowledged: true on the channel if "
+                "you really mean it"
+            )
+        logger.warning(
+            "TLS certificate verification is OFF; the receiver is not authenticated "
+            "channel=%s (verify=no in its URL, tls_insecure_acknowledged: true)",
+            name,
+        )
     return target
+
+
+def verifies_tls(target: apprise.Apprise) -> bool:
+    """Whether every service apprise loaded checks TLS certificates (apprise's own parse of
+    ``verify=``, so every spelling of "no" counts)."""
+    return all(getattr(server, "verify_certificate", True) is not False for server in target)
 
 
 def resolve_url(name: str, spec: ChannelSpec, env: Mapping[str, str], base: Path | None) -> str:
@@ -198,7 +225,7 @@ def load_channels_from(
             channels[name] = Channel(
                 name,
                 url,
-                _load_apprise(name, url),
+                _load_apprise(name, url, tls_insecure_acknowledged=spec.tls_insecure_acknowledged),
                 settings.format or format_for_url(url),
                 settings,
             )

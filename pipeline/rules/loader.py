@@ -113,8 +113,10 @@ class _FileReader:
 
     def compose(self, text: str) -> Node | None:
         """Compose YAML text into a node tree; None (with problems recorded) if unusable."""
-        loader = _NoAliasLoader(text)
+        loader: _NoAliasLoader | None = None
         try:
+            # The reader checks for non-printable characters in the constructor already.
+            loader = _NoAliasLoader(text)
             root: Node | None = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             self._syntax_problem(exc)
@@ -130,7 +132,8 @@ class _FileReader:
             self.problem(1, (), f"YAML nests too deep; use at most {MAX_NESTING} levels")
             return None
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         self.placeholders = loader.placeholders
         return root
 
@@ -412,9 +415,11 @@ def _noun(key: str | int | None) -> str:
 
 
 def _quote(text: str) -> str:
+    """Quote a value for a one-line message: control characters are escaped, long text cut."""
     if len(text) > _QUOTE_MAX:
         text = text[: _QUOTE_MAX - 3] + "..."
-    return "'" + text + "'"
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "'" + escaped + "'"
 
 
 def _describe(node: Node | None, value: Any) -> str:

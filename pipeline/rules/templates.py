@@ -61,6 +61,18 @@ class _Environment(ImmutableSandboxedEnvironment):
             f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
         )
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Refuse dunders even on undefined names, so '{{ lipsum.__globals__ }}' fails loudly
+        # instead of rendering empty.
+        if attribute.startswith("__"):
+            return self.unsafe_undefined(obj, attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(argument, str) and argument.startswith("__"):
+            return self.unsafe_undefined(obj, argument)
+        return super().getitem(obj, argument)
+
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
             if isinstance(right, int | float) and abs(right) > MAX_POWER_EXPONENT:
@@ -77,6 +89,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 
 _ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=False)
+_ENV.globals.clear()  # no cycler, joiner, lipsum, namespace, range, dict: rules need none
 
 
 @functools.lru_cache(maxsize=4096)

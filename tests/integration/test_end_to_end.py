@@ -22,6 +22,7 @@ import pytest
 from pipeline.topics import all_topics
 from producers.simulators.aliunid import AliunidSimulator
 from tests.integration.conftest import BrokerHandle
+from tests.support.secrets import register_secret
 from tests.support.webhook import webhook_server
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,7 @@ def e2e_env(fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str) -> d
 async def test_simulator_to_notification_over_real_sockets(
     e2e_env: dict[str, str], tmp_path: Path
 ) -> None:
-    api_key = "k-" + secrets.token_hex(16)
+    api_key = register_secret("k-" + secrets.token_hex(16))
     business_id = str(uuid.uuid4())
     stream = f"aliunid-e2e-{uuid.uuid4().hex[:6]}"
     rules_file = tmp_path / "rules.yaml"

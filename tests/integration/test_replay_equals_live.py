@@ -31,6 +31,7 @@ from producers.runner import run_source
 from producers.sink import KafkaSink
 from streamwarden.families import FAMILIES
 from tests.integration.conftest import BrokerHandle
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,8 @@ async def test_replay_of_the_live_stream_gives_the_live_transitions(
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES)
     secrets = {
-        family.secret_env: f"secret-{kind}-{unique_suffix}" for kind, family in FAMILIES.items()
+        family.secret_env: register_secret(f"secret-{kind}-{unique_suffix}")
+        for kind, family in FAMILIES.items()
     }
 
     simulators = []

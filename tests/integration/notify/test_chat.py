@@ -23,11 +23,12 @@ from pipeline.alerting.tools import build_dispatcher
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier, RetryPolicy
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
-SLACK_TOKENS = "T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"
-BOT_TOKEN = "123456789:ABCdefGHIjklMNOpqrSTUvwxYZ12345678"
+SLACK_TOKENS = register_secret("T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7")
+BOT_TOKEN = register_secret("123456789:ABCdefGHIjklMNOpqrSTUvwxYZ12345678")
 CHAT_ID = "-1001234567"
 ONE_TRY = RetryPolicy(attempts=1, send_timeout=10)
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.secrets import register_secret
 from tests.support.webhook import WebhookSink, webhook_server
 
 pytestmark = pytest.mark.integration
 
-SECRET = "t0ken-3f9a1c"
+SECRET = register_secret("t0ken-3f9a1c")
 """A path segment standing for a webhook token: it must never be printed."""
 COMMAND_TIMEOUT = 30.0
 

@@ -25,6 +25,7 @@ from pipeline.alerting.tools import build_dispatcher
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier, RetryPolicy
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,7 @@ async def test_a_group_becomes_one_digest_email(tmp_path: Path, smtp_server: Any
 async def test_unreachable_server_leaks_no_credentials(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    password = "smtp-pa55-7781"
+    password = register_secret("smtp-pa55-7781")
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -17,6 +17,7 @@ from pipeline.errors import NotifyError
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import load_channels_from
 from pipeline.notify.sender import Delivery, DeliveryQueue, Notifier, RetryPolicy
+from tests.support.secrets import register_secret
 from tests.support.webhook import webhook_server
 
 pytestmark = pytest.mark.integration
@@ -104,7 +105,7 @@ async def test_notify_test_sends_a_real_test_notification(
     assert request["json"]["message"].startswith("This is a test notification from StreamWarden")
     assert request["json"]["type"] == "info"
 
-    token = "T0KEN-5531-abcdef"
+    token = register_secret("T0KEN-5531-abcdef")
     with webhook_server() as hook:
         hook.status = 404
         with caplog.at_level(logging.DEBUG), pytest.raises(NotifyError) as info:

@@ -13,10 +13,11 @@ from producers.envelope import RawEnvelope
 from producers.runner import run_source
 from producers.simulators.aliunid import AliunidSimulator
 from producers.sink import EnvelopeSink
+from tests.support.secrets import register_secret
 
 BUSINESS = "9bf32959-1fd4-4fa4-83e0-9e9cd80093af"
 # Characters that must be percent-encoded, so a leak of the raw or encoded form is caught.
-API_KEY = "sk-live/7f3a+9c1e=5b2d&x"
+API_KEY = register_secret("sk-live/7f3a+9c1e=5b2d&x")
 WAIT_TIMEOUT = 10.0
 
 Items = Sequence[tuple[bytes | None, RawEnvelope]]

@@ -24,10 +24,11 @@ from producers.envelope import RawEnvelope
 from producers.simulators.hemis import HemisSimulator, StompFrame, StompFrameParser
 from producers.sink import EnvelopeSink
 from producers.sources.hemis import HemisSource, run_hemis
+from tests.support.secrets import register_secret
 
 BUILDING = "BLD-7f3a9c1e"
 # Long enough to be masked, with characters a careless encoder would mangle.
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.h3m1s+t0ken/=="
+TOKEN = register_secret("eyJhbGciOiJIUzI1NiJ9.h3m1s+t0ken/==")
 WAIT_TIMEOUT = 15.0
 
 

@@ -24,6 +24,7 @@ from tests.integration.producers.helpers import (
     aliunid_source,
     producing,
 )
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ async def test_measuring_point_filter(simulator: AliunidSimulator, memory_sink: 
 async def test_wrong_api_key_fails_fast_without_retrying(
     simulator: AliunidSimulator, memory_sink: MemorySink
 ) -> None:
-    source = aliunid_source(simulator, api_key="wrong-key-value")
+    source = aliunid_source(simulator, api_key=register_secret("wrong-key-value"))
     async with asyncio.timeout(2):
         with pytest.raises(UpstreamAuthError) as info:
             await run_source(source, memory_sink, asyncio.Event())

@@ -23,10 +23,11 @@ from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.simulators.element import ElementSimulator
 from producers.sources.element import ElementSource, ElementStats, run_element
 from tests.integration.producers.helpers import WAIT_TIMEOUT, Items, MemorySink
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
-KEY = "el-live/46cb+688e=2c0b&x"
+KEY = register_secret("el-live/46cb+688e=2c0b&x")
 EPOCH = "2000-01-01T00:00:00Z"
 
 
@@ -141,7 +142,11 @@ async def test_wrong_key_fails_fast_without_retrying(status: int) -> None:
         sink = MemorySink()
         async with asyncio.timeout(2):
             with pytest.raises(UpstreamAuthError) as info:
-                await run_element(element_source(sim, api_key="wrong-key-1"), sink, asyncio.Event())
+                await run_element(
+                    element_source(sim, api_key=register_secret("wrong-key-1")),
+                    sink,
+                    asyncio.Event(),
+                )
         assert str(info.value) == (
             f"source 'element-test': upstream refused the credentials: HTTP {status} "
             f"url={sim.url}/api/v1/streams/{sim.stream_id}/readings/socket?auth=***"

@@ -43,6 +43,7 @@ from tests.integration.producers.hemis_helpers import (
     producing,
     self_signed,
 )
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +156,9 @@ async def test_wrong_token_is_fatal_and_prompt(sim: HemisSimulator) -> None:
     sink = MemorySink()
     started = time.monotonic()
     with pytest.raises(UpstreamAuthError) as info:
-        await run_until_error(hemis_source(sim, token="wrong-token-value"), sink, seconds=5)
+        await run_until_error(
+            hemis_source(sim, token=register_secret("wrong-token-value")), sink, seconds=5
+        )
     assert time.monotonic() - started < 5
     assert str(info.value) == (
         "source 'hemis-test': upstream refused CONNECT (login or passcode): "

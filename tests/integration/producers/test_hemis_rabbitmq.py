@@ -30,6 +30,7 @@ from tests.integration.producers.hemis_helpers import (
     producing,
     raw_stomp,
 )
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +144,7 @@ async def test_producer_delivers_rabbitmq_web_stomp_messages_unchanged() -> None
 
 
 async def test_rabbitmq_refusing_the_login_is_fatal() -> None:
-    source = rabbit_source("BLD-x", token="not-the-guest-password")
+    source = rabbit_source("BLD-x", token=register_secret("not-the-guest-password"))
     with pytest.raises(UpstreamAuthError, match="message='Bad CONNECT'"):
         async with asyncio.timeout(WAIT_TIMEOUT):
             await run_hemis(source, MemorySink(), asyncio.Event())

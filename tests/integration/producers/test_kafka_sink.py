@@ -6,9 +6,11 @@ Topics are shared when the broker is: each test tells its records apart by a uni
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -16,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from producers.backoff import Backoff
 from producers.envelope import RawEnvelope, decode_envelope, raw_topic
 from producers.simulators.aliunid import AliunidSimulator
-from producers.sink import KafkaSink
+from producers.sink import EXCERPT_BYTES, DeadLetterRecord, KafkaSink
 from tests.integration.producers.helpers import API_KEY, BUSINESS, aliunid_source, producing
 
 pytestmark = pytest.mark.integration
@@ -183,3 +185,93 @@ async def test_a_broker_outage_applies_backpressure_and_loses_nothing(fresh_brok
     received = await consume(fresh_broker.bootstrap, stream, 5)
     assert sorted(e.received_at_ms % 10 for _, _, e in received) == [0, 1, 2, 3, 4]
     assert sink.sent_total == 5
+
+
+class DeadLetterWatch:
+    """Forwards to a real sink and signals once ``target`` dead letters went through it."""
+
+    def __init__(self, inner: KafkaSink, target: int) -> None:
+        self.inner = inner
+        self.target = target
+        self.reached = asyncio.Event()
+
+    async def send(self, key: bytes | None, envelope: RawEnvelope) -> None:
+        await self.inner.send(key, envelope)
+
+    async def send_dead_letter(
+        self,
+        source: str,
+        stream: str,
+        reason: str,
+        excerpt: str | bytes,
+        *,
+        received_at_ms: int | None = None,
+    ) -> None:
+        await self.inner.send_dead_letter(
+            source, stream, reason, excerpt, received_at_ms=received_at_ms
+        )
+        if self.inner.deadlettered_total >= self.target:
+            self.reached.set()
+
+    async def flush(self) -> None:
+        await self.inner.flush()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_oversized_frames_reach_the_deadletter_topic(embedded_broker: Any) -> None:
+    from pipeline.models import DeadLetter
+    from pipeline.topics import DEADLETTER_TOPIC
+
+    embedded_broker.create_topics({TOPIC: 4, DEADLETTER_TOPIC: 4})
+    name = f"dl-{uuid.uuid4().hex[:10]}"
+    limit = 64  # every aliunid frame is larger
+    async with AliunidSimulator(BUSINESS, API_KEY, interval=0.05, seed=5) as sim:
+        kafka = KafkaSink(embedded_broker.bootstrap, buffer_max_messages=100, client_id=name)
+        sink = DeadLetterWatch(kafka, target=3)
+        try:
+            async with producing(aliunid_source(sim, name=name, max_frame_bytes=limit), sink):
+                async with asyncio.timeout(TIMEOUT):
+                    await sink.reached.wait()
+            assert kafka.buffered == 0
+        finally:
+            async with asyncio.timeout(TIMEOUT):
+                await sink.close()
+        refused = sim.frames_for(1)[: kafka.deadlettered_total]
+
+    consumer = AIOKafkaConsumer(
+        DEADLETTER_TOPIC,
+        bootstrap_servers=embedded_broker.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    letters: list[tuple[bytes | None, DeadLetterRecord]] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while len(letters) < len(refused):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        letter = msgspec.json.decode(record.value, type=DeadLetterRecord)
+                        if letter.stream == name:
+                            letters.append((record.key, letter))
+                            # The pipeline's own dead-letter type reads it too.
+                            assert msgspec.json.decode(record.value, type=DeadLetter).stage == (
+                                "producer"
+                            )
+    finally:
+        await consumer.stop()
+    assert [letter.raw for _, letter in letters] == [f[:EXCERPT_BYTES] for f in refused]
+    for key, letter in letters:
+        assert key == name.encode()
+        assert (letter.stage, letter.source, letter.topic, letter.partition, letter.offset) == (
+            "producer",
+            "aliunid",
+            "",
+            -1,
+            -1,
+        )
+        assert re.fullmatch(rf"frame of \d+ bytes exceeds max_frame_bytes={limit}", letter.reason)
+        assert API_KEY not in letter.raw

@@ -19,11 +19,12 @@ from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.simulators.nobil import NobilSimulator
 from producers.sources.nobil import NobilSource, run_nobil
 from tests.integration.producers.helpers import WAIT_TIMEOUT, Items, MemorySink
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
 # Characters that must be percent-encoded, so a leak of the raw or encoded form is caught.
-KEY = "nb-live/7f3a+9c1e=5b2d&x"
+KEY = register_secret("nb-live/7f3a+9c1e=5b2d&x")
 
 
 @pytest.fixture
@@ -181,7 +182,11 @@ async def test_wrong_key_fails_fast_without_retrying(simulator: NobilSimulator) 
     sink = MemorySink()
     async with asyncio.timeout(2):
         with pytest.raises(UpstreamAuthError) as info:
-            await run_nobil(nobil_source(simulator, api_key="wrong-key-1"), sink, asyncio.Event())
+            await run_nobil(
+                nobil_source(simulator, api_key=register_secret("wrong-key-1")),
+                sink,
+                asyncio.Event(),
+            )
     assert str(info.value) == (
         "source 'nobil-test': upstream refused the credentials: HTTP 401 "
         f"url={simulator.url}?apikey=***"

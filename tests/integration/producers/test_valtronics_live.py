@@ -21,10 +21,11 @@ from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.simulators.valtronics import ValtronicsSimulator, make_jwt
 from producers.sources.valtronics import ValtronicsSource, run_valtronics
 from tests.integration.producers.helpers import WAIT_TIMEOUT, Items, MemorySink
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
-TOKEN = make_jwt({"sub": "streamwarden-test", "exp": int(time.time()) + 86_400})
+TOKEN = register_secret(make_jwt({"sub": "streamwarden-test", "exp": int(time.time()) + 86_400}))
 AUTH = {"type": "auth", "token": TOKEN}
 DEFAULT_SUBSCRIBES = [
     {"type": "subscribe", "channel": c} for c in ("telemetry", "alerts", "devices", "system")
@@ -196,7 +197,9 @@ async def test_wrong_token_is_fatal_prompt_and_clear(
 ) -> None:
     caplog.set_level(logging.INFO)
     sink = MemorySink()
-    error = await fatal(vsource(doc_sim, token="not-the-token-123"), sink, within=3.0)
+    error = await fatal(
+        vsource(doc_sim, token=register_secret("not-the-token-123")), sink, within=3.0
+    )
     assert isinstance(error, UpstreamAuthError)
     assert str(error) == (
         f"source 'valtronics-test': upstream refused the token: Invalid token (invalid_token) "

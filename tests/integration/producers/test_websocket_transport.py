@@ -20,6 +20,7 @@ from producers.errors import SinkError, UpstreamAuthError
 from producers.sink import EXCERPT_BYTES, DeadLetterRoute
 from producers.transports.websocket import WebSocketClient, WebSocketOptions
 from tests.integration.producers.helpers import MemorySink
+from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ TIMEOUT = 10.0
 async def server(handler: Handler, gate: Gate | None = None) -> AsyncIterator[str]:
     async with serve(handler, "127.0.0.1", 0, process_request=gate, ping_interval=None) as srv:
         port = srv.sockets[0].getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/live?token=t0p-secret"
+        yield f"ws://127.0.0.1:{port}/live?token={register_secret('t0p-secret')}"
 
 
 class Frames:

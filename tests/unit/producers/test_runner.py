@@ -13,8 +13,11 @@ from producers.envelope import RawEnvelope
 from producers.errors import SinkError, SourceConfigError, UpstreamAuthError
 from producers.runner import RUNNERS, run_source
 from producers.sources.aliunid import run_aliunid
+from tests.support.secrets import register_secret
 
-SOURCE = AliunidSource(name="demo", kind="aliunid", url="ws://h/live", api_key="abcd-1234")
+SOURCE = AliunidSource(
+    name="demo", kind="aliunid", url="ws://h/live", api_key=register_secret("abcd-1234")
+)
 
 
 class RecordingSink:

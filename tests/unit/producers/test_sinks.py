@@ -31,6 +31,7 @@ from producers.sink import (
     frame_excerpt,
     is_retriable_kafka_error,
 )
+from tests.support.secrets import register_secret
 
 
 def envelope(n: int, source: str = "aliunid") -> RawEnvelope:
@@ -360,7 +361,7 @@ def test_retriable_classification(exc: BaseException, retriable: bool) -> None:
 
 # --------------------------------------------------------------------------- dead letters
 
-SECRET = "k3y-of-the-upstream"
+SECRET = register_secret("k3y-of-the-upstream")
 
 
 def test_dead_letter_topic_is_the_pipeline_one() -> None:

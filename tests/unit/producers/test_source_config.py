@@ -22,8 +22,9 @@ from producers.config import (
 from producers.errors import SourceConfigError, SourceProblem
 from producers.sources.common import websocket_options
 from producers.sources.hemis import endpoint
+from tests.support.secrets import register_secret
 
-API_KEY = "sk-live-7f3a9c1e5b2d"
+API_KEY = register_secret("sk-live-7f3a9c1e5b2d")
 BUSINESS = "9bf32959-1fd4-4fa4-83e0-9e9cd80093af"
 MP1 = "e113fba4-9a5d-4ae9-aba9-b92b5b7ddf34"
 MP2 = "957f7b09-af00-4b59-b708-e06ae28f7bbb"

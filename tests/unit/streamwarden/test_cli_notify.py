@@ -19,10 +19,11 @@ from pipeline.alerting.tools import preview
 from pipeline.errors import NotifyError
 from streamwarden import cli_notify
 from streamwarden.cli import main
+from tests.support.secrets import register_secret
 
 NOW_MS = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 HOUR_MS = 3_600_000
-SECRET = "s3cr3t-t0ken"
+SECRET = register_secret("s3cr3t-t0ken")
 
 RULES = """\
 rules:

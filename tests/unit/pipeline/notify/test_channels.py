@@ -13,9 +13,13 @@ from pipeline.notify.channels import (
     channel_templates,
     load_channels,
     url_secrets,
+    verifies_tls,
 )
+from tests.support.secrets import register_secret
 
 SECRET_URL = "json://hook-user:s3cr3t-pa55@127.0.0.1:9/alerts"
+register_secret("s3cr3t-pa55")
+register_secret("s3cr3t-b0t-t0ken")
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -73,7 +77,7 @@ def test_entry_needs_exactly_one_source(tmp_path: Path) -> None:
         f"{path}:2: channels.a: set exactly one of url_env (a variable name) or url_file (a path)",
         f"{path}:3: channels.b: set exactly one of url_env (a variable name) or url_file (a path)",
         f"{path}:4: channels.c.url: unknown key; allowed keys are format, rate_limit, send_resolved, "
-        "templates, url_env, url_file",
+        "templates, tls_insecure_acknowledged, url_env, url_file",
         f"{path}:5: channels.console: the console channel is built in; choose another name",
     ]
 
@@ -120,3 +124,66 @@ def test_url_secrets_cover_tokens_in_every_place() -> None:
     assert "-100200" in secrets
     assert "zzzz9" in secrets
     assert "pw99" in url_secrets("mailto://user:pw99@example.com")
+
+
+# --- TLS verification ------------------------------------------------------------------------
+
+INSECURE_URLS = [
+    # Path segments count as secrets for the log filter (url_secrets): keep them unique here,
+    # or a word such as "hook" would be masked in every later test's logs.
+    "jsons://hook-user:s3cr3t-pa55@alerts.example/in-7f3a9?verify=no",
+    "jsons://alerts.example/in-7f3a9?verify=false",
+    "json://127.0.0.1:9/in-7f3a9?VERIFY=Off",
+    "tgram://123456:s3cr3t-b0t-t0ken/987?verify=0",
+]
+
+
+@pytest.mark.parametrize("url", INSECURE_URLS)
+def test_a_url_that_turns_tls_verification_off_is_refused(tmp_path: Path, url: str) -> None:
+    path = _write(tmp_path, "channels:\n  ops:\n    url_env: HOOK\n")
+    with pytest.raises(ConfigError) as info:
+        load_channels(path, env={"HOOK": url})
+    assert str(info.value) == (
+        f"{path}:2: channel 'ops': its URL turns TLS certificate verification off (verify=no); "
+        "remove that option, or set tls_insecure_acknowledged: true on the channel if you "
+        "really mean it"
+    )
+    assert "s3cr3t" not in str(info.value)
+
+
+def test_acknowledged_insecure_tls_is_loaded_and_warned_about_by_channel_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(
+        tmp_path,
+        "channels:\n  lab:\n    url_env: HOOK\n    tls_insecure_acknowledged: true\n"
+        "  ops:\n    url_env: SAFE\n",
+    )
+    url = INSECURE_URLS[0]
+    channels = load_channels(path, env={"HOOK": url, "SAFE": SECRET_URL})
+    assert not verifies_tls(channels["lab"].apprise)
+    assert verifies_tls(channels["ops"].apprise)
+    warnings = [
+        r for r in caplog.records if "TLS certificate verification is OFF" in r.getMessage()
+    ]
+    assert [r.levelname for r in warnings] == ["WARNING"]
+    assert "channel=lab" in warnings[0].getMessage()
+    assert "s3cr3t" not in caplog.text
+
+
+def test_acknowledgement_is_a_strict_boolean(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "channels:\n  lab:\n    url_env: HOOK\n    tls_insecure_acknowledged: 'yes'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        channel_names(path)
+    assert str(info.value).startswith(f"{path}:4: channels.lab.tls_insecure_acknowledged: ")
+
+
+def test_urls_verify_tls_by_default() -> None:
+    import apprise
+
+    for url in ("jsons://alerts.example/hook", "mailtos://u:p@mail.example", "slack://T1/B1/C1"):
+        target = apprise.Apprise()
+        assert target.add(url)
+        assert verifies_tls(target), url

@@ -20,6 +20,7 @@ from pipeline.alerting.model import Notification
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels
 from pipeline.notify.sender import DeliveryQueue, Notifier, RetryPolicy, classify
+from tests.support.secrets import register_secret
 from tests.support.webhook import webhook_server
 
 ALERT = AlertTransition(
@@ -104,7 +105,8 @@ async def test_delivers_title_and_body_and_records_it(tmp_path: Path) -> None:
 async def test_server_errors_are_retried_with_backoff_then_reported_undelivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    token, password = "T0KEN-b7f3c2d9e1", "pa55-w0rd-9931"
+    token = register_secret("T0KEN-b7f3c2d9e1")
+    password = register_secret("pa55-w0rd-9931")
     sleeps = Sleeps()
     with webhook_server() as hook:
         hook.status = 503

@@ -19,6 +19,7 @@ from producers.sources.element import (
     build_url,
     format_after,
 )
+from tests.support.secrets import register_secret
 
 HOST = "wss://element-iot.com"
 T1 = "2024-06-06T13:49:42.049158Z"
@@ -30,7 +31,7 @@ def source(**changes: Any) -> ElementSource:
         "name": "element",
         "kind": "element",
         "url": HOST,
-        "api_key": "k-123456",
+        "api_key": register_secret("k-123456"),
         "scope": "stream",
         "scope_id": "s1",
     }

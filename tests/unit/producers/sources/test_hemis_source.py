@@ -22,8 +22,9 @@ from producers.sources.hemis import (
     stomp_options,
 )
 from producers.transports.stomp import StompCredentials, StompEndpoint, StompMessage
+from tests.support.secrets import register_secret
 
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.hemis-token.sig"
+TOKEN = register_secret("eyJhbGciOiJIUzI1NiJ9.hemis-token.sig")
 URL = "wss://somename-stomp.eu-west.ubiant.io:4443"
 
 

@@ -32,8 +32,9 @@ from producers.sources.valtronics import (
     server_subscribe_messages,
     subscribe_message,
 )
+from tests.support.secrets import register_secret
 
-TOKEN = make_jwt({"sub": "streamwarden", "exp": 1_900_000_000})
+TOKEN = register_secret(make_jwt({"sub": "streamwarden", "exp": 1_900_000_000}))
 
 
 def source(**overrides: Any) -> ValtronicsSource:
