@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pipeline.errors import BadInputError
-from producers.redact import redact_text
 from pipeline.models import CanonicalRecord, RawEnvelope
 from pipeline.normalize import aliunid, element, hemis, nobil, valtronics
+from producers.redact import redact_text
 
 __all__ = ["NORMALIZERS", "Normalizer", "normalize_envelope"]
 

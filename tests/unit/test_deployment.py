@@ -100,7 +100,6 @@ def test_every_family_has_a_producer_whose_source_loads() -> None:
     sources = {s.name: s for s in load_sources(ROOT / "deploy" / "sources.yaml", env)}
     assert {s.kind for s in sources.values()} == set(source_kinds())
     services = _streamwarden_services()
-    produced = {
-        list(s["command"])[1] for s in services.values() if list(s["command"])[0] == "produce"
-    }  # type: ignore[call-overload]
+    commands = [list(s["command"]) for s in services.values()]  # type: ignore[call-overload]
+    produced = {command[1] for command in commands if command[0] == "produce"}
     assert produced == set(sources)

@@ -36,7 +36,7 @@ def test_exception_in_a_batch_exits_with_the_error_logged() -> None:
         asyncio.run(main())
         """
     )
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == EXIT_CODE
