@@ -379,7 +379,7 @@ async def send_test_async(
     if channel not in config.channels:
         known = ", ".join(sorted(config.channels))
         raise ConfigError(f"unknown channel {channel!r}; known channels are {known}")
-    channels = load_channels_from(config, env)
+    channels = load_channels_from(config, env, only={channel})
     renderer = Renderer(channel_templates(channels))
     alert = _test_alert()
     title, body, fmt = renderer.render(channel, "test", [alert])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,9 +198,14 @@ def load_channels(path: Path | None, env: Mapping[str, str] | None = None) -> di
 
 
 def load_channels_from(
-    config: AlertingConfig, env: Mapping[str, str] | None = None
+    config: AlertingConfig,
+    env: Mapping[str, str] | None = None,
+    *,
+    only: Collection[str] | None = None,
 ) -> dict[str, Channel]:
     """Resolve every channel's URL of a loaded configuration and check apprise can load it.
+
+    ``only`` limits this to some channels (``notify test`` needs one channel's secret, not all).
 
     Raises:
         ConfigError: every channel that cannot be loaded, one per line.
@@ -218,6 +223,8 @@ def load_channels_from(
     base = config.path.parent if config.path is not None else None
     problems: list[str] = []
     for name, spec in config.spec.channels.items():
+        if only is not None and name not in only:
+            continue
         try:
             url = resolve_url(name, spec, env, base)
             guard_logs([url])  # before apprise parses it: its parser logs too

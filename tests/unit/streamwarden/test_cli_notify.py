@@ -674,3 +674,21 @@ def test_expire_an_unknown_or_too_short_id(
     twins: tuple[str, str], given: str, expected: str
 ) -> None:
     assert errors_of(run("silence", "expire", given)) == [expected]
+
+
+def test_notify_test_needs_only_the_tested_channels_secret(tmp_path: Path) -> None:
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "channels:\n"
+        "  hook:\n    url_env: SW_TEST_HOOK_URL\n"
+        "  other:\n    url_env: SW_TEST_OTHER_URL_NOT_SET\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        main,
+        ["notify", "test", "hook", "--channels-file", str(channels)],
+        env={"SW_TEST_HOOK_URL": "null://", "SW_TEST_OTHER_URL_NOT_SET": ""},
+    )
+    assert result.exit_code == 0, result.output
+    assert "delivered to hook" in result.output
+    assert "SW_TEST_OTHER_URL_NOT_SET" not in result.output
