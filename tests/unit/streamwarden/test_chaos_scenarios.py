@@ -1,0 +1,59 @@
+"""Pure parts of the scenarios: reading worker logs, ELEMENT readings, frame prefixes."""
+
+from __future__ import annotations
+
+import orjson
+
+from producers.envelope import RawEnvelope
+from streamwarden.chaos.upstream_drop import _common_prefix, element_readings
+from streamwarden.chaos.worker_takeover import assigned_partitions
+
+ASSIGNMENT_LOG = """\
+[2026-11-22 02:10:43,259] [23220] [INFO] Setting newly assigned partitions
++Topic Partition Set-----------------------------------+------------+
+| topic                                                | partitions |
++------------------------------------------------------+------------+
+| alerts.v1                                            | {0}        |
+| measurements.v1                                      | {1, 3}     |
++------------------------------------------------------+------------+ for group g
+[2026-11-22 02:10:58,843] [23220] [INFO] Revoking previously assigned partitions
+| measurements.v1                                      | {1, 3}     |
+[2026-11-22 02:11:03,259] [23220] [INFO] Setting newly assigned partitions
+| measurements.v1                                      | {0-3}      |
+"""
+
+
+def test_the_last_assignment_in_a_worker_log_wins() -> None:
+    assert assigned_partitions(ASSIGNMENT_LOG) == {0, 1, 2, 3}
+    first = ASSIGNMENT_LOG.split("[2026-11-22 02:11:03")[0]
+    assert assigned_partitions(first) == {1, 3}  # the revoked table is not an assignment
+    assert assigned_partitions("worker starting\n") is None
+
+
+def _envelope(events: list[dict[str, object]], duplicates: list[str] | None = None) -> RawEnvelope:
+    meta: dict[str, object] = {"connection": 1}
+    if duplicates:
+        meta["duplicates"] = duplicates
+    return RawEnvelope("element", "s", 1, orjson.dumps(events).decode(), meta)
+
+
+def test_element_readings_skip_what_the_producer_flagged_as_published() -> None:
+    envelopes = [
+        _envelope([{"event": "reading_added", "body": {"id": "r1"}}]),
+        _envelope(
+            [
+                {"event": "reading_added", "body": {"id": "r1"}},
+                {"event": "reading_added", "body": {"id": "r2"}},
+            ],
+            duplicates=["r1"],
+        ),
+        RawEnvelope("element", "s", 2, "not json", {"connection": 2}),
+        _envelope([{"event": "reading_added", "body": {"id": "r2"}}]),  # a real copy
+    ]
+    assert element_readings(envelopes) == ["r1", "r2", "r2"]
+
+
+def test_common_prefix_stops_at_the_first_difference() -> None:
+    assert _common_prefix(["a", "b"], ["a", "b", "c"]) == 2
+    assert _common_prefix(["a", "x", "c"], ["a", "b", "c"]) == 1
+    assert _common_prefix([], ["a"]) == 0
