@@ -50,6 +50,9 @@ def build_app(settings: PipelineSettings) -> faust.App:
         "producer_linger": settings.producer_linger_ms / 1000,
         "producer_max_batch_size": 256 * 1024,
         "broker_max_poll_records": 5000,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
+        "broker_rebalance_timeout": settings.rebalance_timeout_s,
         "consumer_max_fetch_size": 4 * 1024 * 1024,
     }
     return faust.App(settings.app_id, **options)

@@ -32,6 +32,11 @@ class PipelineSettings(BaseSettings):
         batch_within: seconds an agent waits to fill a batch; bounds added latency per hop.
         producer_linger_ms: how long the Kafka producer waits to fill a batch (latency per hop
             against fewer, larger produce requests).
+        session_timeout_s: how long a silent worker keeps its partitions; after a crash, the
+            others take them over after this long (faust's default of 60 s is too slow for
+            alerting).
+        heartbeat_interval_s: consumer heartbeat period (well under the session timeout).
+        rebalance_timeout_s: how long a rebalance may take before members are dropped.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
@@ -50,6 +55,9 @@ class PipelineSettings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1)
     batch_within: float = Field(default=0.02, gt=0)
     producer_linger_ms: int = Field(default=5, ge=0, le=1000)
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    rebalance_timeout_s: float = Field(default=60.0, gt=0)
 
     def broker_url(self) -> str:
         """faust broker URL (``kafka://h1:p1;h2:p2``) from the comma-separated bootstrap list."""

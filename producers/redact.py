@@ -173,7 +173,8 @@ class SecretFilter(logging.Filter):
         masked = self.redact(message)
         if masked != message:
             record.msg = masked
-            record.args = None
+            # (), not None: some formatters (mode's) turn None into (None,) and then fail.
+            record.args = ()
         if record.exc_info and not record.exc_text:
             text = logging.Formatter().formatException(record.exc_info)
             masked_exc = self.redact(text)

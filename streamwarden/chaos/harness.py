@@ -59,13 +59,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# faust's own variables (read by faust.Settings): a SIGKILLed member is only evicted from the
-# consumer group when its session times out, 60 s by default. Chaos runs bound that wait.
+# A SIGKILLed member is only evicted from the consumer group when its session times out
+# (StreamWarden's default: 10 s). Chaos runs bound that wait further.
 SESSION_TIMEOUT_S = 6.0
 FAUST_GROUP_ENV = {
-    "BROKER_SESSION_TIMEOUT": f"{SESSION_TIMEOUT_S:g}",
-    "BROKER_HEARTBEAT_INTERVAL": "1",
-    "BROKER_REBALANCE_TIMEOUT": "20",
+    "STREAMWARDEN_SESSION_TIMEOUT_S": f"{SESSION_TIMEOUT_S:g}",
+    "STREAMWARDEN_HEARTBEAT_INTERVAL_S": "1",
+    "STREAMWARDEN_REBALANCE_TIMEOUT_S": "20",
 }
 
 

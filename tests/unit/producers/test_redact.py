@@ -79,7 +79,7 @@ def test_secret_filter_masks_args_after_formatting() -> None:
     record = _record("url=%s attempt=%d", "ws://h/?k=hunter2-key", 3)
     SecretFilter(["hunter2-key"]).filter(record)
     assert record.getMessage() == "url=ws://h/?k=*** attempt=3"
-    assert record.args is None
+    assert record.args == ()
 
 
 def test_secret_filter_masks_exception_text() -> None:
@@ -160,3 +160,18 @@ def test_install_secret_filter_covers_root_handlers_and_accumulates(
         assert record.getMessage() == "*** and ***"
     finally:
         logging.getLogger().removeHandler(late)
+
+
+def test_masked_record_still_formats_with_a_formatter_that_touches_args() -> None:
+    """mode's formatter rebuilds args; with args=None the record failed to format and was lost."""
+    import logging as _logging
+
+    class ArgsTouchingFormatter(_logging.Formatter):
+        def format(self, record: _logging.LogRecord) -> str:
+            record.args = tuple(record.args or ())
+            return super().format(record)
+
+    secret = "s3cr3t-token-value"
+    record = _logging.LogRecord("x", _logging.INFO, __file__, 1, "key=%s done", (secret,), None)
+    assert SecretFilter([secret]).filter(record)
+    assert ArgsTouchingFormatter("%(message)s").format(record) == "key=*** done"
