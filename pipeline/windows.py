@@ -43,12 +43,32 @@ with the latest event time; on a tie the later arrival), ``rate`` (change per se
 the first and the last value by event time; no result below two distinct timestamps; no
 counter-reset handling) and a percentile given as a float. A window without a result (empty,
 or ``rate`` from a single timestamp) yields ``None``.
+
+Redelivery (:func:`seen_add`, :func:`seen_has`)
+    The pipeline is at-least-once: after a crash the rule engine sees records again that it
+    had already applied, and an aggregate would count them twice. So the engine remembers a
+    *seen key* per applied record that could still be accepted (not late): its event time
+    (relative to the watermark) and a 16-bit hash of its value in one small integer, kept
+    sorted; a record whose key is held is refused (a record after the watermark is new
+    without a look-up). Two genuinely distinct records of one entity and metric with the same
+    event time and value are therefore counted once (upstreams do not emit those); so, with
+    odds of 1 in 65536, are two with the same event time and values of equal hash.
+
+    Bound: keys are pruned as the watermark advances, so only the records of one entity
+    within the lateness horizon are kept: about ``(grace + hop) x records per second`` for
+    tumbling/hopping windows (a record is late once its pane has closed) and
+    ``min(grace, size) x records per second`` for sliding windows, about 5 bytes each in
+    msgpack, and never more than :data:`MAX_SEEN_KEYS`: past that the oldest keys (whole
+    event times) are dropped and records older than the oldest kept become late, so a
+    duplicate is never counted twice. Entries written before seen keys existed have none:
+    records applied before the upgrade are not recognised.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import struct
 from collections.abc import Sequence
 from typing import Final, Literal
 
@@ -56,6 +76,7 @@ import msgspec
 
 __all__ = [
     "AGGREGATES",
+    "MAX_SEEN_KEYS",
     "MAX_SLIDING_CELLS",
     "PERCENTILE_BUDGET",
     "SLIDING_SLOTS",
@@ -69,7 +90,10 @@ __all__ = [
     "pane_add",
     "pane_start",
     "percentile",
+    "seen_add",
+    "seen_has",
     "sliding_insert",
+    "value_key",
     "window_panes",
 ]
 
@@ -89,6 +113,8 @@ SLIDING_SLOTS: Final = 128
 """A sliding window's time resolution once its cells are merged: ``size / SLIDING_SLOTS``."""
 MAX_SLIDING_CELLS: Final = 256
 """Most cells a sliding window keeps; past it, cells in the same slot are merged."""
+MAX_SEEN_KEYS: Final = 1024
+"""Most seen keys (redelivery detection) one entity of one aggregate rule keeps."""
 
 
 class Pane(msgspec.Struct, frozen=True, array_like=True):
@@ -337,3 +363,72 @@ def aggregate(panes: Sequence[Pane], how: AggregateName | float) -> float | None
     if span_ms <= 0:
         return None
     return (last.last - first.first) * 1000.0 / span_ms
+
+
+def value_key(value: float) -> int:
+    """16-bit hash of a float's bits (``-0.0`` and ``0.0`` alike), for seen keys."""
+    bits: int = struct.unpack("<Q", struct.pack("<d", value + 0.0))[0]
+    mixed = (bits * 0x9E3779B97F4A7C15) & _MASK64
+    mixed = ((mixed ^ (mixed >> 29)) * 0xBF58476D1CE4E5B9) & _MASK64
+    return (mixed ^ (mixed >> 32)) & _VALUE_MASK
+
+
+_VALUE_BITS: Final = 16
+_VALUE_MASK: Final = (1 << _VALUE_BITS) - 1
+
+
+def seen_has(seen: Sequence[int], watermark_ms: int, ts_ms: int, value: float) -> bool:
+    """Whether a record with this event time and value is among the ``seen`` keys (kept
+    relative to ``watermark_ms``)."""
+    if ts_ms > watermark_ms:
+        return False
+    key = (watermark_ms - ts_ms) << _VALUE_BITS | value_key(value)
+    i = bisect.bisect_left(seen, key)
+    return i < len(seen) and seen[i] == key
+
+
+def seen_add(
+    seen: tuple[int, ...],
+    watermark_ms: int,
+    new_watermark_ms: int,
+    ts_ms: int | None,
+    value: float,
+    keep_from_ms: int,
+    cap: int = MAX_SEEN_KEYS,
+) -> tuple[tuple[int, ...], int | None]:
+    """Seen keys with the record's key added, moved to a new watermark, and pruned.
+
+    A key is ``(watermark_ms - ts_ms) << 16 | value_key(value)``: small integers (compact in
+    msgpack), sorted, so the newest records come first.
+
+    Args:
+        seen: sorted keys relative to ``watermark_ms``.
+        watermark_ms: the watermark ``seen`` is relative to.
+        new_watermark_ms: the watermark the result is relative to (not earlier).
+        ts_ms, value: the record (``ts_ms`` None: only move and prune); not after
+            ``new_watermark_ms``.
+        keep_from_ms: earliest event time still accepted; older keys are of no use.
+        cap: most keys kept.
+
+    Returns:
+        The keys, and None, or when more than ``cap`` would be kept, the event time from which
+        keys are kept (the oldest are dropped: records before it must be treated as late).
+    """
+    shift = (new_watermark_ms - watermark_ms) << _VALUE_BITS
+    limit = (new_watermark_ms - keep_from_ms + 1) << _VALUE_BITS  # keys at and after: too old
+    if shift:
+        kept = [key + shift for key in seen if key + shift < limit]
+    else:
+        kept = list(seen[: bisect.bisect_left(seen, limit)])
+    if ts_ms is not None and ts_ms >= keep_from_ms:
+        bisect.insort(kept, (new_watermark_ms - ts_ms) << _VALUE_BITS | value_key(value))
+    elif not shift and len(kept) == len(seen):
+        return seen, None
+    if len(kept) <= cap:
+        return tuple(kept), None
+    # drop whole event times, so that every key of an event time still accepted is held
+    oldest_kept = kept[cap - 1] >> _VALUE_BITS
+    if kept[cap] >> _VALUE_BITS == oldest_kept:
+        oldest_kept -= 1
+    end = bisect.bisect_left(kept, (oldest_kept + 1) << _VALUE_BITS)
+    return tuple(kept[:end]), new_watermark_ms - oldest_kept

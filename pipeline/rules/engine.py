@@ -39,6 +39,19 @@ Watermarks, floors and lateness
       come (``<= watermark - size``), or not after the last applied deadline.
     - absence: late when older than ``last seen - grace``, or not after the time it fired.
 
+Redelivery
+    The pipeline is at-least-once, so after a crash a record may come again (its entry was
+    stored ahead of the consumer offsets; raw envelopes normalized twice). Threshold, state
+    and absence entries are idempotent: a record older than the last change is late, one at
+    or after it observes what was already observed, ``last seen`` is a maximum. Known gap: a
+    threshold alert that resolved leaves no entry, so a replay reaching back before the
+    resolution fires and resolves it again. Aggregate
+    entries would count the record twice, so they keep the keys ``(ts_ms, value)`` of the
+    records they could still accept (:func:`pipeline.windows.seen_add`, bounded by the
+    lateness horizon); a record with a known key is counted (``counters["duplicate"]``) and
+    otherwise ignored. A record of one entity and metric with the same event time and value
+    as another is thereby taken as the same record.
+
 Deadlines and timers
     Entries that must change without a record expose a *due time* (:meth:`deadline`), the
     clock value at which :meth:`expire` must run: ``bound + grace`` where ``bound`` is the
@@ -143,7 +156,8 @@ class RuleEngine:
             are compiled here, once.
 
     Attributes:
-        counters: ``late`` (records ignored as late), ``stale`` (entries of another
+        counters: ``late`` (records ignored as late), ``duplicate`` (records of an aggregate
+            rule ignored as already applied: redelivered), ``stale`` (entries of another
             definition met), ``expired`` (entries changed by a timer).
         late_by_rule: late records per rule name.
     """
@@ -240,6 +254,9 @@ class RuleEngine:
         entry: Any = self._current(ev, stored)
         if entry is not None and ev.is_late(entry, record.ts_ms):
             self._late(ev, record, ev.floor(entry))
+            return
+        if entry is not None and ev.is_duplicate(entry, record):
+            self.counters["duplicate"] += 1
             return
         self._store(state, key, stored, ev.on_record(key, entry, record, out))
 

@@ -8,9 +8,11 @@ The semantics (floors, deadlines, due times, reload) are described in
 :mod:`pipeline.rules.engine`; the alert lifecycle in :mod:`pipeline.rules.lifecycle`.
 
 Every evaluator offers: ``matches(record)``, ``owns(entry)`` (same rule and definition hash),
-``is_late(entry, ts_ms)``, ``on_record(key, entry, record, out)``, ``deadline(entry)`` (due
-clock time), ``expire(key, entry, now_ms, out)`` and ``carry(stale_entry)`` (a fresh entry
-keeping only a firing alert).
+``is_late(entry, ts_ms)``, ``is_duplicate(entry, record)`` (a redelivered record already
+applied: aggregate rules only, see :func:`pipeline.windows.seen_add`),
+``on_record(key, entry, record, out)``, ``deadline(entry)`` (due clock time),
+``expire(key, entry, now_ms, out)`` and ``carry(stale_entry)`` (a fresh entry keeping only a
+firing alert).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ from pipeline.windows import (
     aggregate,
     next_window_end,
     pane_start,
+    seen_add,
+    seen_has,
     sliding_insert,
     window_panes,
 )
@@ -225,6 +229,11 @@ class Evaluator(Generic[E]):
 
     def is_late(self, entry: E, ts_ms: int) -> bool:
         raise NotImplementedError
+
+    def is_duplicate(self, entry: E, record: Record) -> bool:
+        """Whether ``record`` (not late) was already applied to ``entry``. Only aggregate
+        rules need to know: the other entries are idempotent under redelivery."""
+        return False
 
     def floor(self, entry: E) -> int | None:
         """Earliest event time not late (for the log), when simple to state."""
@@ -552,6 +561,37 @@ class _WindowBase(Evaluator[WindowState]):
     def floor(self, entry: WindowState) -> int | None:
         return entry.floor_ms
 
+    def is_duplicate(self, entry: WindowState, record: Record) -> bool:
+        if not isinstance(record, Measurement) or record.ts_ms > entry.watermark_ms:
+            return False  # in order: after every record applied
+        return seen_has(entry.seen, entry.watermark_ms, record.ts_ms, record.value)
+
+    def keep_from(self, watermark_ms: int, floor_ms: int | None) -> int:
+        """Earliest event time not late at this watermark and floor (seen keys before it
+        are of no use)."""
+        raise NotImplementedError
+
+    def remember(
+        self,
+        entry: WindowState,
+        watermark_ms: int,
+        floor_ms: int | None,
+        record: Measurement | None,
+    ) -> tuple[tuple[int, ...], int | None]:
+        """``(seen, seen_from_ms)`` with ``record``'s key added and useless keys pruned."""
+        seen_from = entry.seen_from_ms
+        keep = self.keep_from(watermark_ms, floor_ms)
+        if seen_from is not None:
+            keep = max(keep, seen_from)
+        ts, value = (None, 0.0) if record is None else (record.ts_ms, record.value)
+        seen, dropped = seen_add(entry.seen, entry.watermark_ms, watermark_ms, ts, value, keep)
+        if dropped is not None:
+            seen_from = dropped if seen_from is None else max(seen_from, dropped)
+        return seen, seen_from
+
+    def late_by_seen(self, entry: WindowState, ts_ms: int) -> bool:
+        return entry.seen_from_ms is not None and ts_ms < entry.seen_from_ms
+
 
 class _TumblingEvaluator(_WindowBase):
     """Tumbling and hopping windows: aligned panes of ``hop``, results when a window closes."""
@@ -567,7 +607,15 @@ class _TumblingEvaluator(_WindowBase):
     def is_late(self, entry: WindowState, ts_ms: int) -> bool:
         if entry.floor_ms is not None and ts_ms < entry.floor_ms:
             return True
+        if self.late_by_seen(entry, ts_ms):
+            return True
         return pane_start(ts_ms, self.hop_ms) + self.hop_ms + self.grace_ms <= entry.watermark_ms
+
+    def keep_from(self, watermark_ms: int, floor_ms: int | None) -> int:
+        # the first pane not closed at this watermark: start + hop + grace > watermark
+        hop = self.hop_ms
+        first_open = pane_start(watermark_ms - hop - self.grace_ms, hop) + hop
+        return first_open if floor_ms is None else max(first_open, floor_ms)
 
     def deadline(self, entry: WindowState) -> int | None:
         end = next_window_end(entry.panes, entry.floor_ms, self.hop_ms)
@@ -604,8 +652,17 @@ class _TumblingEvaluator(_WindowBase):
             panes = tuple(p for p in panes if p.start_ms > end - self.size_ms)
         if phase is entry.phase and floor == entry.floor_ms and panes is entry.panes:
             return entry
+        seen, seen_from = self.remember(entry, entry.watermark_ms, floor, None)
         return WindowState(
-            self.name, self.hash, entry.subject, phase, entry.watermark_ms, floor, panes
+            self.name,
+            self.hash,
+            entry.subject,
+            phase,
+            entry.watermark_ms,
+            floor,
+            panes,
+            seen,
+            seen_from,
         )
 
     def on_record(
@@ -621,8 +678,17 @@ class _TumblingEvaluator(_WindowBase):
         entry = self._run(entry, watermark, changes)
         self.announce(key, entry.subject, changes, out)
         panes = add_to_panes(entry.panes, ts, record.value, self.hop_ms, self.sample_cap)
+        seen, seen_from = self.remember(entry, watermark, entry.floor_ms, record)
         return WindowState(
-            self.name, self.hash, entry.subject, entry.phase, watermark, entry.floor_ms, panes
+            self.name,
+            self.hash,
+            entry.subject,
+            entry.phase,
+            watermark,
+            entry.floor_ms,
+            panes,
+            seen,
+            seen_from,
         )
 
     def expire(
@@ -643,8 +709,14 @@ class _SlidingEvaluator(_WindowBase):
     def is_late(self, entry: WindowState, ts_ms: int) -> bool:
         if entry.floor_ms is not None and ts_ms < entry.floor_ms:
             return True
+        if self.late_by_seen(entry, ts_ms):
+            return True
         wm = entry.watermark_ms
         return ts_ms < wm - self.grace_ms or ts_ms <= wm - self.size_ms
+
+    def keep_from(self, watermark_ms: int, floor_ms: int | None) -> int:
+        keep = max(watermark_ms - self.grace_ms, watermark_ms - self.size_ms + 1)
+        return keep if floor_ms is None else max(keep, floor_ms)
 
     def deadline(self, entry: WindowState) -> int | None:
         due = phase_deadline(entry.phase, self.timing)
@@ -667,7 +739,18 @@ class _SlidingEvaluator(_WindowBase):
         )
         phase = self.observe(phase, watermark, aggregate(cells, self.how), changes)
         self.announce(key, entry.subject, changes, out)
-        return WindowState(self.name, self.hash, entry.subject, phase, watermark, floor, cells)
+        seen, seen_from = self.remember(entry, watermark, floor, record)
+        return WindowState(
+            self.name,
+            self.hash,
+            entry.subject,
+            phase,
+            watermark,
+            floor,
+            cells,
+            seen,
+            seen_from,
+        )
 
     def expire(
         self, key: str, entry: WindowState, now_ms: int, out: list[AlertTransition]
@@ -677,14 +760,18 @@ class _SlidingEvaluator(_WindowBase):
         if applied is None:
             return entry
         self.announce(key, entry.subject, changes, out)
+        floor = _later(entry.floor_ms, applied + 1)
+        seen, seen_from = self.remember(entry, entry.watermark_ms, floor, None)
         return WindowState(
             self.name,
             self.hash,
             entry.subject,
             phase,
             entry.watermark_ms,
-            _later(entry.floor_ms, applied + 1),
+            floor,
             entry.panes,
+            seen,
+            seen_from,
         )
 
 

@@ -16,7 +16,10 @@ under another definition and treat it as absent. Every entry also carries its
 Size: a subject and a few integers, plus for windows at most
 :data:`~pipeline.rules.schema.MAX_OPEN_PANES` panes (tumbling/hopping) or
 :data:`~pipeline.windows.MAX_SLIDING_CELLS` cells (sliding) of about ten numbers each, plus at
-most :data:`~pipeline.windows.PERCENTILE_BUDGET` sampled values for a percentile rule.
+most :data:`~pipeline.windows.PERCENTILE_BUDGET` sampled values for a percentile rule, plus
+for windows the seen keys of redelivery detection (one small integer per record within the
+lateness horizon, at most :data:`~pipeline.windows.MAX_SEEN_KEYS`).
+Fields added later have defaults, so entries written before them still decode.
 """
 
 from __future__ import annotations
@@ -107,6 +110,11 @@ class WindowState(msgspec.Struct, frozen=True, array_like=True, tag="window"):
         floor_ms: records of an earlier event time are late (tumbling/hopping: end of the last
             closed window; sliding: just after the last deadline applied).
         panes: tumbling/hopping: aligned panes by start; sliding: cells by first event time.
+        seen: keys (event time relative to ``watermark_ms``, value hash) of the applied
+            records that could still be accepted, sorted, so a redelivered record is not
+            counted twice (:func:`~pipeline.windows.seen_add`).
+        seen_from_ms: records of an earlier event time are late because their seen keys
+            were dropped (more than :data:`~pipeline.windows.MAX_SEEN_KEYS`); else None.
     """
 
     rule: str
@@ -116,6 +124,8 @@ class WindowState(msgspec.Struct, frozen=True, array_like=True, tag="window"):
     watermark_ms: int
     floor_ms: int | None = None
     panes: tuple[Pane, ...] = ()
+    seen: tuple[int, ...] = ()
+    seen_from_ms: int | None = None
 
 
 class AbsenceState(msgspec.Struct, frozen=True, array_like=True, tag="absence"):

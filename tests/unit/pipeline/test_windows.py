@@ -1,5 +1,5 @@
 """Pure window functions: panes, alignment, window closing, sliding cells, aggregates,
-bounded percentile samples."""
+bounded percentile samples, seen keys of redelivery detection."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from pipeline.windows import (
     pane_add,
     pane_start,
     percentile,
+    seen_add,
+    seen_has,
     sliding_insert,
+    value_key,
     window_panes,
 )
 
@@ -169,3 +172,43 @@ def test_sliding_cells_merge_by_slot_when_too_many() -> None:
     assert count is not None
     assert 1000 <= count <= 1000 + 10_000 // 128  # exact but for one slot at the old edge
     assert all(sampled(c) <= 4 + 2 * len(c.sample) for c in cells)
+
+
+# --- seen keys ----------------------------------------------------------------------------------
+
+
+def test_seen_keys_find_the_same_time_and_value_only() -> None:
+    seen, dropped = seen_add((), 1000, 1000, 1000, 2.5, 0)
+    seen, dropped = seen_add(seen, 1000, 1200, 1200, 7.0, 0)
+
+    assert dropped is None
+    assert seen_has(seen, 1200, 1000, 2.5)
+    assert seen_has(seen, 1200, 1200, 7.0)
+    assert not seen_has(seen, 1200, 1000, 2.6)
+    assert not seen_has(seen, 1200, 1001, 2.5)
+    assert not seen_has(seen, 1200, 1300, 7.0)  # after the watermark: new
+    assert value_key(0.0) == value_key(-0.0)
+
+
+def test_seen_keys_move_with_the_watermark_and_are_pruned() -> None:
+    seen: tuple[int, ...] = ()
+    for ts in range(0, 10_000, 1000):
+        seen, _ = seen_add(seen, max(ts - 1000, 0), ts, ts, 1.0, 0)
+
+    pruned, dropped = seen_add(seen, 9000, 12_000, None, 0.0, 6000)
+
+    assert dropped is None
+    assert len(pruned) == 4  # 6000, 7000, 8000, 9000
+    assert seen_has(pruned, 12_000, 6000, 1.0)
+    assert not seen_has(pruned, 12_000, 5000, 1.0)
+    assert seen_add(pruned, 12_000, 12_000, None, 0.0, 6000) == (pruned, None)
+
+
+def test_seen_keys_past_the_cap_drop_whole_event_times() -> None:
+    seen: tuple[int, ...] = ()
+    for ts, value in [(1, 1.0), (2, 1.0), (2, 2.0), (3, 1.0)]:
+        seen, dropped = seen_add(seen, 3, 3, ts, value, 0, cap=2)
+
+    assert dropped == 3  # room for one key at 2 only: both went
+    assert len(seen) == 1
+    assert seen_has(seen, 3, 3, 1.0)

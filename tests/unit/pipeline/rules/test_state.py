@@ -64,4 +64,6 @@ def test_entries_are_small() -> None:
     sizes = sorted(len(encode_state(entry)) for entry in state.values())
 
     assert len(sizes) == 3
-    assert sizes[-1] < 200, sizes
+    # the largest is the aggregate entry: its open pane plus the seen keys of the 10 records
+    # in it (redelivery detection, about 5 bytes each)
+    assert sizes[-1] < 240, sizes
