@@ -6,6 +6,12 @@ agent feeds records in batches; a one-second timer advances every runtime to the
 so absence rules, pending ``for`` and window closes fire without waiting for a next event.
 After a rebalance the runtimes of newly owned partitions are rebuilt from the recovered
 changelog table; revoked ones are dropped.
+
+Order of writes: a batch's alert transitions are acknowledged by Kafka *before* its rule state
+goes to the changelog. A crash in between leaves the state behind the outputs, never ahead:
+the records are evaluated again after the restart and give the same transitions, which the
+notification stage ignores (it is idempotent per fingerprint and transition time). The other
+order could persist a closed window whose transition was never written, losing it.
 """
 
 from __future__ import annotations
@@ -93,10 +99,12 @@ class RuleRuntimes:
 
     async def advance_all(self, clock_ms: int) -> None:
         """Timer body: fire everything due by ``clock_ms`` on every owned partition."""
-        for runtime, state in list(self._runtimes.values()):
+        owned = list(self._runtimes.values())
+        for runtime, _state in owned:
             await self.publish(runtime.advance(clock_ms))
+        await self.publisher.confirm()  # outputs first: see module docstring
+        for _runtime, state in owned:
             state.flush()
-        await self.publisher.confirm()
 
 
 def _decode(event: Any) -> CanonicalRecord:
@@ -134,9 +142,9 @@ def make_evaluate_rules(
                 touched.add(partition)
                 await runtimes.publish(runtime.process(record))
                 counters["evaluated"] += 1
+            await runtimes.publisher.confirm()  # outputs first: see module docstring
             for partition in touched:
                 runtimes.runtime(partition)[1].flush()
-            await runtimes.publisher.confirm()
 
         await batches_or_exit(
             "evaluate_rules", stream.take_events(batch_max, within=batch_within), handle
