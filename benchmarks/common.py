@@ -21,6 +21,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from producers.envelope import RawEnvelope, encode_envelope, now_ms
+from streamwarden.process import DIE_WITH_PARENT_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "upstream"
@@ -159,7 +160,12 @@ def start_worker(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "streamwarden", "worker"],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                **env,
+                "PYTHONUNBUFFERED": "1",
+                DIE_WITH_PARENT_ENV: str(os.getpid()),
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

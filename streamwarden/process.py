@@ -2,7 +2,7 @@
 
 Children run in their own session so a terminal Ctrl-C reaches only the supervisor, which then
 stops them in a safe order (producers flush before the broker goes away). Each child also asks
-Linux to SIGTERM it if the supervisor dies, so no part outlives a killed demo.
+Linux to SIGKILL it if the supervisor dies, so no part outlives a killed demo.
 """
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ DIE_WITH_PARENT_ENV = "STREAMWARDEN_DIE_WITH_PARENT"
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent exits; exit now if it already has."""
+    """Ask Linux to SIGKILL this process when its parent exits; exit now if it already has.
+
+    SIGKILL, not SIGTERM: a supervisor that died abnormally coordinates nothing any more, and a
+    graceful faust shutdown can hang for ever once the embedded broker (a sibling) is gone
+    (seen: workers orphaned for hours after their demo was SIGKILLed).
+    """
     if not sys.platform.startswith("linux"):
         return
     expected_parent = os.environ.get(DIE_WITH_PARENT_ENV)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # pragma: no cover - exotic libc
         return
     if expected_parent and expected_parent.isdigit() and os.getppid() != int(expected_parent):
