@@ -40,8 +40,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -51,6 +50,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from producers.redact import SecretFilter, redact_text
+from producers.simulators.base import SimulatorServer
 
 __all__ = ["LIVE_PATH", "AliunidSimulator", "MeasuringPoint", "SentFrame"]
 
@@ -104,7 +104,7 @@ class SentFrame:
     text: str
 
 
-class AliunidSimulator:
+class AliunidSimulator(SimulatorServer):
     """A real WebSocket server speaking the aliunid live-data protocol.
 
     Args:
@@ -205,30 +205,10 @@ class AliunidSimulator:
             self._wire_logger.removeFilter(self._wire_filter)
             logger.info("aliunid simulator stopped port=%d", self._port)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        self._require_started()
-        return self._port
-
     @property
     def url(self) -> str:
         """The live endpoint without the key: ``ws://host:port/web/api/.../live``."""
-        self._require_started()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}{self.path}"
+        return self._base_url() + self.path
 
     @property
     def connections_active(self) -> int:
@@ -250,10 +230,6 @@ class AliunidSimulator:
     def frames_for(self, connection: int) -> list[str]:
         """Frames written to one connection (1-based), oldest first."""
         return [f.text for f in self.sent_frames if f.connection == connection]
-
-    def _require_started(self) -> None:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
 
     # ------------------------------------------------------------------ protocol
 

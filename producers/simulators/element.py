@@ -54,8 +54,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -67,6 +66,7 @@ from websockets.protocol import Event
 
 from producers.envelope import now_ms
 from producers.redact import SecretFilter, redact_text
+from producers.simulators.base import SimulatorServer
 
 __all__ = [
     "HOT_CYCLE_TICKS",
@@ -170,7 +170,7 @@ class _Client:
     event_frames: int = 0
 
 
-class ElementSimulator:
+class ElementSimulator(SimulatorServer):
     """A real WebSocket server speaking ELEMENT IoT's packets and readings sockets.
 
     Args:
@@ -316,30 +316,10 @@ class ElementSimulator:
             self._wire_logger.removeFilter(self._wire_filter)
             logger.info("element simulator stopped port=%d", self._port)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        self._require_started()
-        return self._port
-
     @property
     def url(self) -> str:
         """The instance base URL, ``ws://host:port`` (sockets live under ``/api/v1/...``)."""
-        self._require_started()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}"
+        return self._base_url()
 
     @property
     def connections_active(self) -> int:
@@ -375,10 +355,6 @@ class ElementSimulator:
             for e in self.history
             if e.socket == socket and (wanted is None or e.device_id in wanted)
         ]
-
-    def _require_started(self) -> None:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
 
     # ------------------------------------------------------------------ protocol
 

@@ -83,8 +83,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -94,6 +93,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from producers.redact import SecretFilter
+from producers.simulators.base import SimulatorServer
 
 __all__ = [
     "FAULT_IT_ID",
@@ -315,7 +315,7 @@ class _Session:
     sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
-class HemisSimulator:
+class HemisSimulator(SimulatorServer):
     """A real STOMP-over-WebSocket server speaking the Hemis real-time API.
 
     Args:
@@ -476,31 +476,10 @@ class HemisSimulator:
             self._wire_logger.removeFilter(self._secret_filter)
             logger.info("hemis simulator stopped port=%d", self._port)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        self._require_started()
-        return self._port
-
     @property
     def url(self) -> str:
         """``ws://host:port/`` (``wss://`` with TLS) of the running server."""
-        self._require_started()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        scheme = "wss" if self._ssl is not None else "ws"
-        return f"{scheme}://{host}:{self._port}{self.path}"
+        return self._base_url("wss" if self._ssl is not None else "ws") + self.path
 
     @property
     def connections_active(self) -> int:
@@ -554,10 +533,6 @@ class HemisSimulator:
     def frames_for(self, connection: int) -> list[str]:
         """MESSAGE bodies written to one connection (1-based), oldest first."""
         return [f.body for f in self.sent_frames if f.connection == connection]
-
-    def _require_started(self) -> None:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
 
     def _notify_tokens(self) -> None:
         self._tokens_changed.set()

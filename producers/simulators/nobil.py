@@ -48,8 +48,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -61,6 +60,7 @@ from websockets.protocol import Event
 
 from producers.envelope import now_ms
 from producers.redact import SecretFilter, redact_text
+from producers.simulators.base import SimulatorServer
 
 __all__ = [
     "ENOVA_PATH",
@@ -174,7 +174,7 @@ class SentFrame:
     text: str
 
 
-class NobilSimulator:
+class NobilSimulator(SimulatorServer):
     """A real WebSocket server speaking the Nobil real-time stream protocol.
 
     Args:
@@ -296,30 +296,10 @@ class NobilSimulator:
             self._wire_logger.removeFilter(self._wire_filter)
             logger.info("nobil simulator stopped port=%d", self._port)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        self._require_started()
-        return self._port
-
     @property
     def url(self) -> str:
         """The stream endpoint without the key: ``ws://host:port/api/v1/stream``."""
-        self._require_started()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}{self.path}"
+        return self._base_url() + self.path
 
     @property
     def connections_active(self) -> int:
@@ -348,10 +328,6 @@ class NobilSimulator:
     def frames_for(self, connection: int) -> list[str]:
         """Frames written to one connection (1-based), oldest first."""
         return [f.text for f in self.sent_frames if f.connection == connection]
-
-    def _require_started(self) -> None:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
 
     # ------------------------------------------------------------------ protocol
 

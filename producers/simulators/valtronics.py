@@ -90,8 +90,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -101,6 +100,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from producers.redact import redact_text
+from producers.simulators.base import SimulatorServer
 from producers.sources.valtronics import TokenMaskFilter, jwt_expiry
 
 __all__ = [
@@ -328,7 +328,7 @@ def make_jwt(claims: Mapping[str, Any], key: str = "valtronics-simulator") -> st
     return f"{header}.{body}.{part(signature)}"
 
 
-class ValtronicsSimulator:
+class ValtronicsSimulator(SimulatorServer):
     """A real WebSocket server speaking the Valtronics protocol (see the module docstring).
 
     Args:
@@ -469,30 +469,10 @@ class ValtronicsSimulator:
             self._wire_logger.removeFilter(self._mask)
             logger.info("valtronics simulator stopped port=%d", self._port)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        self._require_started()
-        return self._port
-
     @property
     def url(self) -> str:
         """``ws://host:port/ws``."""
-        self._require_started()
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}/ws"
+        return self._base_url() + "/ws"
 
     @property
     def connections_active(self) -> int:
@@ -521,10 +501,6 @@ class ValtronicsSimulator:
                 except orjson.JSONDecodeError:
                     out.append(None)
         return out
-
-    def _require_started(self) -> None:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
 
     # ------------------------------------------------------------------ sockets
 
