@@ -20,6 +20,7 @@ from faust.types import TP
 from pipeline.agents.evaluate import RuleRuntimes, make_evaluate_rules, wall_clock_ms
 from pipeline.agents.normalize import make_normalize_raw
 from pipeline.agents.notify import NotificationStage, make_send_notifications
+from pipeline.agents.progress import CatchUp, ConsumeProgress
 from pipeline.alerting.config import AlertingConfig, load_config
 from pipeline.alerting.stats import ChannelStats
 from pipeline.alerting.tools import build_dispatcher
@@ -158,15 +159,39 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     def producer() -> Any:
         return app.producer
 
+    def consumer() -> Any:
+        return app.consumer
+
     runtimes = RuleRuntimes(config.engine, rule_table, producer, counters)
+    progress = ConsumeProgress(consumer)
+    raw_names = set(raw_topics())
+
+    def feeds(partition: int) -> list[TP]:
+        """Input partitions whose backlog holds records for this rule partition."""
+        owned_raw = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
+        return [TP(MEASUREMENTS_TOPIC, partition), TP(STATES_TOPIC, partition), *owned_raw]
+
+    catch_up = CatchUp(progress, feeds)
     stage = NotificationStage(dispatcher, notifier, notify_state, notify_log, app.producer.flush)
     batch_max, within = settings.batch_max, settings.batch_within
 
     app.agent(raw, name="normalize_raw")(
-        make_normalize_raw(producer, batch_max=batch_max, batch_within=within, counters=counters)
+        make_normalize_raw(
+            producer,
+            batch_max=batch_max,
+            batch_within=within,
+            counters=counters,
+            progress=progress,
+        )
     )
     app.agent(canonical, name="evaluate_rules")(
-        make_evaluate_rules(runtimes, batch_max=batch_max, batch_within=within, counters=counters)
+        make_evaluate_rules(
+            runtimes,
+            batch_max=batch_max,
+            batch_within=within,
+            counters=counters,
+            progress=progress,
+        )
     )
     app.agent(alerts, name="send_notifications")(
         make_send_notifications(
@@ -204,7 +229,13 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
             else:
                 await stage.deactivate()
         clock = wall_clock_ms()
-        await runtimes.advance_all(clock)
+        lagging_before = catch_up.lagging
+        await runtimes.advance(clock, catch_up.check(runtimes.partitions))
+        if catch_up.lagging != lagging_before:
+            logger.info(
+                "rule partitions following event time (backlog) partitions=%s",
+                ",".join(map(str, sorted(catch_up.lagging))) or "none",
+            )
         await stage.tick(clock)
 
     watcher = RulesWatcher(settings.rules_path, set(config.channels))

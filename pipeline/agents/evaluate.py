@@ -2,8 +2,10 @@
 
 One :class:`~pipeline.rules.runtime.RuleRuntime` per owned partition of ``measurements.v1`` /
 ``states.v1`` (both keyed by entity, so an entity's records and state share a partition). The
-agent feeds records in batches; a one-second timer advances every runtime to the wall clock
-so absence rules, pending ``for`` and window closes fire without waiting for a next event.
+agent feeds records in batches; a one-second timer advances the runtimes of caught-up
+partitions to the wall clock, so absence rules, pending ``for`` and window closes fire without
+waiting for a next event (while a partition has a backlog, its records' event time drives it:
+:mod:`pipeline.agents.progress`).
 After a rebalance the runtimes of newly owned partitions are rebuilt from the recovered
 changelog table; revoked ones are dropped.
 
@@ -16,6 +18,7 @@ order could persist a closed window whose transition was never written, losing i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -24,6 +27,7 @@ import msgspec
 
 from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
+from pipeline.agents.progress import ConsumeProgress
 from pipeline.agents.publish import Publisher
 from pipeline.agents.state import PartitionState
 from pipeline.models import (
@@ -54,6 +58,9 @@ class RuleRuntimes:
         self._publisher: Publisher | None = None
         self._counters = counters
         self._runtimes: dict[int, tuple[RuleRuntime, PartitionState[EngineState]]] = {}
+        # A batch and a timer advance must not interleave: either could flush state that
+        # holds the other's not yet confirmed transitions (see module docstring).
+        self.lock = asyncio.Lock()
 
     def runtime(self, partition: int) -> tuple[RuleRuntime, PartitionState[EngineState]]:
         """The partition's runtime, created and rebuilt from the table on first use."""
@@ -97,14 +104,24 @@ class RuleRuntimes:
                 ALERTS_TOPIC, transition.fingerprint.encode(), encode_record(transition)
             )
 
-    async def advance_all(self, clock_ms: int) -> None:
-        """Timer body: fire everything due by ``clock_ms`` on every owned partition."""
-        owned = list(self._runtimes.values())
-        for runtime, _state in owned:
-            await self.publish(runtime.advance(clock_ms))
-        await self.publisher.confirm()  # outputs first: see module docstring
-        for _runtime, state in owned:
-            state.flush()
+    @property
+    def partitions(self) -> set[int]:
+        """The partitions whose runtimes exist (owned ones)."""
+        return set(self._runtimes)
+
+    async def advance(self, clock_ms: int, partitions: Iterable[int]) -> None:
+        """Timer body: fire everything due by ``clock_ms`` on these partitions' runtimes.
+
+        The worker passes only partitions that have caught up with their input (see
+        :mod:`pipeline.agents.progress`); the others follow their records' event time.
+        """
+        async with self.lock:
+            advanced = [self._runtimes[p] for p in partitions if p in self._runtimes]
+            for runtime, _state in advanced:
+                await self.publish(runtime.advance(clock_ms))
+            await self.publisher.confirm()  # outputs first: see module docstring
+            for _runtime, state in advanced:
+                state.flush()
 
 
 def _decode(event: Any) -> CanonicalRecord:
@@ -119,11 +136,16 @@ def make_evaluate_rules(
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
+    progress: ConsumeProgress | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """Build the agent function over ``measurements.v1`` and ``states.v1``."""
 
     async def evaluate_rules(stream: Any) -> None:
         async def handle(events: Any) -> None:
+            async with runtimes.lock:
+                await evaluate(events)
+
+        async def evaluate(events: Any) -> None:
             touched: set[int] = set()
             for event in events:
                 try:
@@ -147,7 +169,10 @@ def make_evaluate_rules(
                 runtimes.runtime(partition)[1].flush()
 
         await batches_or_exit(
-            "evaluate_rules", stream.take_events(batch_max, within=batch_within), handle
+            "evaluate_rules",
+            stream.take_events(batch_max, within=batch_within),
+            handle,
+            progress,
         )
 
     return evaluate_rules

@@ -10,6 +10,7 @@ import msgspec
 
 from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
+from pipeline.agents.progress import ConsumeProgress
 from pipeline.agents.publish import Publisher
 from pipeline.errors import BadInputError
 from pipeline.models import Measurement, encode_record
@@ -26,6 +27,7 @@ def make_normalize_raw(
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
+    progress: ConsumeProgress | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """Build the agent function; ``producer`` returns faust's transport producer.
 
@@ -71,7 +73,10 @@ def make_normalize_raw(
             await publisher.confirm()
 
         await batches_or_exit(
-            "normalize_raw", stream.take_events(batch_max, within=batch_within), handle
+            "normalize_raw",
+            stream.take_events(batch_max, within=batch_within),
+            handle,
+            progress,
         )
 
     return normalize_raw
