@@ -33,17 +33,14 @@ and ``text``.
 Filters: ``md`` (escape Markdown), ``duration`` (ms -> ``5m``), ``isotime`` (ms -> ISO 8601
 UTC).
 
-The sandbox is Jinja2's ``ImmutableSandboxedEnvironment``, made loud: an unsafe attribute
-(``__class__``, ``__globals__``...) raises ``SecurityError`` instead of rendering empty, so
-an escape attempt is a start-up error; ``*`` and ``**`` refuse huge results; the only
-global is ``range`` (bounded); output is cut at :data:`MAX_OUTPUT_CHARS`.
+The sandbox is :class:`pipeline.sandbox.Sandbox` (an escape attempt is a start-up error);
+the only global is ``range`` (bounded); output is cut at :data:`MAX_OUTPUT_CHARS`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,10 +49,10 @@ from typing import Any, Literal
 
 from jinja2 import ChainableUndefined, PackageLoader, Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.models import AlertTransition
 from pipeline.rules.duration import format_duration
+from pipeline.sandbox import Sandbox
 
 __all__ = [
     "FORMATS",
@@ -77,8 +74,6 @@ FORMATS: tuple[Format, ...] = ("text", "markdown", "html")
 
 MAX_OUTPUT_CHARS = 32_000
 """Longest title or body a template may produce; longer output is cut with a marker."""
-MAX_SEQUENCE_REPEAT = 10_000
-MAX_POWER_EXPONENT = 100
 
 TITLE_TEMPLATE = "title.j2"
 
@@ -116,33 +111,8 @@ def _isotime(ms: Any) -> str:
     )
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, loud about unsafe attributes and bounded in ``*`` and ``**``."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-        raise SecurityError(
-            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
-        )
-
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "**":
-            if isinstance(right, int | float) and abs(right) > MAX_POWER_EXPONENT:
-                raise SecurityError(f"exponent above {MAX_POWER_EXPONENT} refused")
-            return operator.pow(left, right)
-        for seq, count in ((left, right), (right, left)):
-            if (
-                isinstance(seq, str | list | tuple)
-                and isinstance(count, int)
-                and len(seq) * count > MAX_SEQUENCE_REPEAT
-            ):
-                raise SecurityError(f"repeating a sequence beyond {MAX_SEQUENCE_REPEAT} refused")
-        return operator.mul(left, right)
-
-
-def _environment(autoescape: bool) -> _Sandbox:
-    env = _Sandbox(
+def _environment(autoescape: bool) -> Sandbox:
+    env = Sandbox(
         loader=PackageLoader("pipeline.notify", "templates"),
         autoescape=autoescape,
         undefined=ChainableUndefined,
@@ -163,7 +133,7 @@ _PLAIN_ENV = _environment(autoescape=False)
 _HTML_ENV = _environment(autoescape=True)
 
 
-def _env(fmt: Format) -> _Sandbox:
+def _env(fmt: Format) -> Sandbox:
     return _HTML_ENV if fmt == "html" else _PLAIN_ENV
 
 
