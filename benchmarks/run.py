@@ -25,6 +25,7 @@ from benchmarks.baseline import run_baseline
 from benchmarks.common import fill, mixed_envelopes
 from benchmarks.engine import run_engine
 from benchmarks.pipeline import run_latency, run_pipeline_throughput
+from benchmarks.state_size import run_state_size
 from pipeline.topics import all_topics, raw_topics
 from streamwarden.embedded_broker import EmbeddedBroker
 
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": engine_runs[10]["events_per_s"] / engine_runs[1000]["events_per_s"],
         }
     )
+
+    state_entities = 5_000 if args.quick else 100_000
+    emit({"scenario": "state_size", **run_state_size(state_entities)})
     return 0
 
 

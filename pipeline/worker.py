@@ -172,7 +172,7 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
         return [TP(MEASUREMENTS_TOPIC, partition), TP(STATES_TOPIC, partition), *owned_raw]
 
     catch_up = CatchUp(progress, feeds)
-    stage = NotificationStage(dispatcher, notifier, notify_state, notify_log, app.producer.flush)
+    stage = NotificationStage(dispatcher, notifier, notify_state, notify_log)
     batch_max, within = settings.batch_max, settings.batch_within
 
     app.agent(raw, name="normalize_raw")(

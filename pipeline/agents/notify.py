@@ -13,11 +13,14 @@ At-least-once without duplicates across crashes, in three steps:
    retryable failure keeps the entry and retries it (with backoff, forever: a channel down
    for an hour gets its notifications when it comes back, in order); a permanent failure is
    logged and dropped.
-3. After a delivery, ``d:<id>`` is written and ``o:<id>`` deleted, and the producer is
-   flushed before the next send. An intent whose ``d:<id>`` exists is never sent again, so
-   a restart re-sends only what was not confirmed as delivered. The one window left is a
-   crash between the channel accepting a message and ``d:<id>`` reaching Kafka (a few ms):
-   then that one notification is sent again after the restart, with the same id.
+3. Before the first send of an entry, ``a:<id>`` (attempted) is written and acknowledged;
+   after a delivery, ``d:<id>`` is written and acknowledged, then ``o:<id>`` and ``a:<id>``
+   are deleted. An intent whose ``d:<id>`` exists is never sent again, so a restart re-sends
+   only what was not confirmed as delivered. The one window left is a crash between the
+   channel accepting a message and ``d:<id>`` reaching Kafka: no sender can close it against
+   a peer without idempotency keys. Such an entry is found with ``a:<id>`` and no ``d:<id>``
+   after the restart and re-sent once, with the same id and its title prefixed
+   :data:`POSSIBLE_DUPLICATE`, so people and receivers can tell the copy apart.
 
 ``alerts.v1`` and both tables have one partition: grouping, inhibition and rate limits look at
 all alerts at once, and alert volume is small.
@@ -67,19 +70,29 @@ class DeliveredMark(msgspec.Struct, frozen=True):
     delivered_ms: int
 
 
-LogValue = OutboxEntry | DeliveredMark
+class AttemptMark(msgspec.Struct, frozen=True):
+    """Written (and acknowledged) before the first send of an entry: if it is found without
+    a delivered mark after a restart, that send's outcome is unknown."""
+
+    attempted_ms: int
+
+
+LogValue = OutboxEntry | DeliveredMark | AttemptMark
 _log_encoder = msgspec.msgpack.Encoder()
+_LOG_TAGS: dict[type, bytes] = {OutboxEntry: b"o", DeliveredMark: b"d", AttemptMark: b"a"}
+_LOG_TYPES: dict[bytes, type] = {tag: kind for kind, tag in _LOG_TAGS.items()}
 
 
 def _encode_log(value: LogValue) -> bytes:
-    tag = b"o" if isinstance(value, OutboxEntry) else b"d"
-    return tag + _log_encoder.encode(value)
+    return _LOG_TAGS[type(value)] + _log_encoder.encode(value)
 
 
 def _decode_log(raw: bytes) -> LogValue:
-    if raw[:1] == b"o":
-        return msgspec.msgpack.decode(raw[1:], type=OutboxEntry)
-    return msgspec.msgpack.decode(raw[1:], type=DeliveredMark)
+    kind = _LOG_TYPES.get(raw[:1])
+    if kind is None:
+        raise msgspec.DecodeError(f"unknown notification log entry tag {raw[:1]!r}")
+    value: LogValue = msgspec.msgpack.decode(raw[1:], type=kind)
+    return value
 
 
 class NotificationStage:
@@ -91,7 +104,6 @@ class NotificationStage:
             retries slowly, forever, for retryable failures).
         state_table: faust table for the dispatcher's state (1 partition).
         log_table: faust table for the outbox and delivered marks (1 partition).
-        flush: awaits the Kafka producer's flush (makes ``d:<id>`` durable before moving on).
         retry_max_delay: longest pause between two rounds of retries of one notification.
     """
 
@@ -101,13 +113,11 @@ class NotificationStage:
         notifier: Notifier,
         state_table: Any,
         log_table: Any,
-        flush: Callable[[], Awaitable[None]],
         *,
         retry_max_delay: float = 60.0,
     ) -> None:
         self.dispatcher = dispatcher
         self.notifier = notifier
-        self._flush_producer = flush
         self._retry_max_delay = retry_max_delay
         self._state_store: PartitionState[StateValue] = PartitionState(
             state_table, 0, encode_state, decode_state
@@ -209,37 +219,70 @@ class NotificationStage:
         while True:
             entry = await queue.get()
             notification = entry.notification
-            delay = 1.0
-            while True:
-                if f"d:{notification.id}" in self.log:
-                    break  # delivered before a restart; the outbox entry is stale
-                try:
-                    await self.notifier.send_checked(notification)
-                except NotifyError as exc:
-                    if not exc.retryable:
-                        logger.error(
-                            "notification dropped, permanent failure channel=%s id=%s reason=%s",
-                            channel,
-                            notification.id,
-                            exc.reason,
-                        )
-                        break
+            delivered = f"d:{notification.id}"
+            attempted = f"a:{notification.id}"
+            if delivered not in self.log:
+                if attempted in self.log:
+                    # An earlier process sent it and died before recording the outcome: the
+                    # channel may have it. Say so, with the same id, so people and receivers
+                    # can drop the copy (a non-idempotent peer leaves no other way).
+                    notification = possible_duplicate(notification)
                     logger.warning(
-                        "notification will be retried channel=%s id=%s in_s=%.0f reason=%s",
+                        "notification re-sent after an interrupted delivery channel=%s id=%s",
                         channel,
                         notification.id,
-                        delay,
-                        exc.reason,
                     )
-                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                    delay = min(delay * 2, self._retry_max_delay)
-                    continue
-                self.log[f"d:{notification.id}"] = DeliveredMark(now_ms())
-                break
+                else:
+                    self.log[attempted] = AttemptMark(now_ms())
+                    await self.log.flush_confirmed()
+                await self._send_until_settled(channel, notification)
             if f"o:{notification.id}" in self.log:
                 del self.log[f"o:{notification.id}"]
-            self.log.flush()
-            await self._flush_producer()
+            if attempted in self.log:
+                del self.log[attempted]
+            await self.log.flush_confirmed()
+
+    async def _send_until_settled(self, channel: str, notification: Notification) -> None:
+        """Send; retry a retryable failure with backoff, forever; drop a permanent one."""
+        delay = 1.0
+        while True:
+            try:
+                await self.notifier.send_checked(notification)
+            except NotifyError as exc:
+                if not exc.retryable:
+                    logger.error(
+                        "notification dropped, permanent failure channel=%s id=%s reason=%s",
+                        channel,
+                        notification.id,
+                        exc.reason,
+                    )
+                    return
+                logger.warning(
+                    "notification will be retried channel=%s id=%s in_s=%.0f reason=%s",
+                    channel,
+                    notification.id,
+                    delay,
+                    exc.reason,
+                )
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self._retry_max_delay)
+                continue
+            # Only this write, not the whole producer: the shorter the gap between the
+            # channel accepting and this mark being durable, the rarer a re-send after a kill.
+            self.log[f"d:{notification.id}"] = DeliveredMark(now_ms())
+            await self.log.flush_confirmed()
+            return
+
+
+POSSIBLE_DUPLICATE = "[possible duplicate] "
+"""Title prefix of a notification re-sent after a crash interrupted its first delivery."""
+
+
+def possible_duplicate(notification: Notification) -> Notification:
+    """The same notification (same id), its title marked as a possible duplicate."""
+    if notification.title.startswith(POSSIBLE_DUPLICATE):
+        return notification
+    return msgspec.structs.replace(notification, title=POSSIBLE_DUPLICATE + notification.title)
 
 
 def make_send_notifications(

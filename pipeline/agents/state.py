@@ -81,18 +81,33 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
 
     def flush(self) -> int:
         """Write the batch's changes to the local store and the changelog; returns how many."""
-        written = len(self._dirty)
+        return len(self._write())
+
+    async def flush_confirmed(self) -> int:
+        """:meth:`flush`, then wait until Kafka acknowledged exactly these changelog records.
+
+        For the few writes whose durability gates the next step (a notification's delivery
+        mark): waiting for these records is faster than flushing the whole producer, which
+        also holds whatever the agents are publishing.
+        """
+        futures = self._write()
+        for future in futures:
+            await future
+        return len(futures)
+
+    def _write(self) -> list[Any]:
+        futures = []
         for key, (partition, value) in self._dirty.items():
             raw_key = key.encode()
             if value is _DELETED:
                 self._store.pop(raw_key, None)
-                self._table.send_changelog(partition, raw_key, None)
+                futures.append(self._table.send_changelog(partition, raw_key, None))
             else:
                 raw_value = self._encode(value)  # type: ignore[arg-type]
                 self._store[raw_key] = raw_value
-                self._table.send_changelog(partition, raw_key, raw_value)
+                futures.append(self._table.send_changelog(partition, raw_key, raw_value))
         self._dirty.clear()
-        return written
+        return futures
 
 
 class PartitionState(MutableMapping[str, V], Generic[V]):
@@ -163,3 +178,7 @@ class PartitionState(MutableMapping[str, V], Generic[V]):
     def flush(self) -> int:
         """Write pending changes to the store and the changelog partition."""
         return self._view.flush()
+
+    async def flush_confirmed(self) -> int:
+        """:meth:`flush` and wait for Kafka's acknowledgement of these writes."""
+        return await self._view.flush_confirmed()

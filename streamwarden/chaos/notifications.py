@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
+from pipeline.agents.notify import POSSIBLE_DUPLICATE
 from streamwarden.chaos.workload import AlertKey
 
 __all__ = ["NotificationSink", "Received", "Tally", "describe_tally", "parse_items", "tally"]
@@ -37,16 +38,19 @@ class Received:
     request: int
     at: float = 0.0
     """``time.monotonic()`` of the arrival."""
+    marked: bool = False
+    """The notification's title said it may be a duplicate (a re-send after a crash)."""
 
     @property
     def key(self) -> AlertKey:
         return (self.rule, self.entity, self.state, self.ts_ms)
 
 
-def parse_items(message: str, request: int, at: float = 0.0) -> list[Received]:
+def parse_items(message: str, request: int, at: float = 0.0, *, title: str = "") -> list[Received]:
     """The ``SWCHAOS|...;`` items of one notification body."""
+    marked = title.startswith(POSSIBLE_DUPLICATE)
     return [
-        Received(kind, rule, entity, state, int(ts), fingerprint, request, at)
+        Received(kind, rule, entity, state, int(ts), fingerprint, request, at, marked)
         for kind, rule, entity, state, ts, fingerprint in _ITEM.findall(message)
     ]
 
@@ -133,10 +137,14 @@ class NotificationSink:
             else:
                 self.requests += 1
                 try:
-                    message = str(json.loads(body).get("message", ""))
+                    payload = json.loads(body)
+                    message = str(payload.get("message", ""))
+                    title = str(payload.get("title", ""))
                 except (ValueError, AttributeError):
-                    message = ""
-                self._items.extend(parse_items(message, self.requests, time.monotonic()))
+                    message = title = ""
+                self._items.extend(
+                    parse_items(message, self.requests, time.monotonic(), title=title)
+                )
                 status = 200
             waiters = list(self._waiters)
         for loop, event in waiters:
@@ -189,6 +197,14 @@ class Tally:
     extra: tuple[AlertKey, ...] = ()
     duplicated_by_rule: dict[str, int] = field(default_factory=dict)
     resent_after_kill: int = 0
+    marked_copies: int = 0
+    """Extra copies whose title marked them as possible duplicates (re-sends after a crash
+    interrupted a delivery, same notification id)."""
+
+    @property
+    def unmarked_duplicates(self) -> int:
+        """Extra copies nobody could tell from a new notification: always a defect."""
+        return self.duplicated - self.marked_copies
 
     def details(self) -> dict[str, Any]:
         """Structured breakdown for the JSON line (by rule; re-sends after kills)."""
@@ -197,6 +213,7 @@ class Tally:
             "unexpected_by_rule": dict(sorted(Counter(k[0] for k in self.extra).items())),
             "duplicated_by_rule": dict(sorted(self.duplicated_by_rule.items())),
             "resent_after_kill": self.resent_after_kill,
+            "marked_possible_duplicate": self.marked_copies,
             "out_of_order": self.out_of_order,
         }
 
@@ -215,11 +232,13 @@ def tally(
     items = list(received)
     kill_times = sorted(kills)
     previous: dict[AlertKey, float] = {}
-    resent = 0
+    resent = marked = 0
     for item in items:
         before = previous.get(item.key)
         if before is not None and any(before <= t <= item.at for t in kill_times):
             resent += 1
+        if before is not None and item.marked:
+            marked += 1
         previous[item.key] = item.at
     copies = Counter(item.key for item in items)
     distinct = set(copies)
@@ -243,6 +262,7 @@ def tally(
         missing=tuple(missing),
         extra=tuple(extra),
         resent_after_kill=resent,
+        marked_copies=marked,
         duplicated_by_rule=dict(
             Counter({key[0]: 0 for key in copies})
             + Counter(key[0] for key, n in copies.items() for _ in range(n - 1))
@@ -266,7 +286,8 @@ def describe_tally(result: Tally) -> str:
         parts.append(
             f"duplicated {dict(sorted(result.duplicated_by_rule.items()))}, "
             f"{result.resent_after_kill} of them re-sent after a kill (sent, then the worker "
-            f"died before recording the delivery)"
+            f"died before recording the delivery), {result.marked_copies} marked as possible "
+            f"duplicates (same id)"
         )
     if result.out_of_order:
         parts.append(f"{result.out_of_order} alerts told out of order")

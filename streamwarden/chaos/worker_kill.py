@@ -6,7 +6,12 @@ waits a seeded random 0-3 s more, SIGKILLs it and starts a new one at once. Afte
 kill the stream runs a little longer, stops, and every notification the oracle says is due
 must arrive exactly once.
 
-Pass: 0 lost, 0 duplicated, nothing unexpected, each alert's notifications in order.
+Pass: 0 lost, nothing unexpected, each alert's notifications in order, and no copy that is
+not marked as a possible duplicate. A kill between the channel accepting a notification and
+the worker recording that (a few ms per send, often hit when kills land in a burst of
+deliveries) makes the next worker send it again: a generic webhook gives no way to know. Such
+copies carry the same id and a ``[possible duplicate]`` title and are counted in
+``duplicated``; an unmarked copy fails the scenario.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ async def run(options: ChaosOptions) -> list[ScenarioResult]:
         counted, sent = await run.finish(wait_s=UP_TIMEOUT_S)
         ok = (
             counted.lost == 0
-            and counted.duplicated == 0
+            and counted.unmarked_duplicates == 0
             and counted.unexpected == 0
             and counted.out_of_order == 0
             and stalled == 0

@@ -40,3 +40,7 @@ def test_quick_benchmark_prints_every_scenario_as_json() -> None:
         engine = by_name[f"rule_engine_{n}_rules"]
         assert engine["rules"] == n
         assert engine["events_per_s"] > 0
+    state = by_name["state_size"]
+    assert state["state_entries"] == state["entities"] * state["metrics"] > 0
+    assert state["timers"] == state["state_entries"]  # every window is open and timed
+    assert state["rss_mb"] > state["rss_before_mb"] > 0

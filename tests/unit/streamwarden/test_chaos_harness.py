@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline.agents.notify import POSSIBLE_DUPLICATE
 from pipeline.alerting.config import load_config
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import channel_templates, load_channels_from
@@ -92,6 +93,27 @@ def test_tally_counts_delivered_duplicated_lost_unexpected_and_order() -> None:
     assert got.resent_after_kill == 1  # second copy after the kill at 3.0
     assert got.details()["lost_by_rule"] == {RULE_WINDOW: 1}
     assert got.details()["duplicated_by_rule"] == {RULE_THRESHOLD: 1}
+
+
+def test_copies_marked_as_possible_duplicates_are_told_apart_from_unmarked_ones() -> None:
+    fire = (RULE_THRESHOLD, "a", "firing", 10)
+    resolve = (RULE_THRESHOLD, "a", "resolved", 20)
+    marked = parse_items(
+        f"SWCHAOS|firing|{RULE_THRESHOLD}|a|firing|10|fp;",
+        2,
+        3.0,
+        title=POSSIBLE_DUPLICATE + "was sent before",
+    )
+    assert [item.marked for item in marked] == [True]
+    got = tally(
+        [fire, resolve],
+        [_received(fire, 1.0), *marked, _received(resolve, 4.0), _received(resolve, 5.0)],
+        kills=[2.0],
+    )
+    assert got.duplicated == 2
+    assert got.marked_copies == 1
+    assert got.unmarked_duplicates == 1  # the second resolve: no mark, no kill before it
+    assert got.details()["marked_possible_duplicate"] == 1
 
 
 def test_a_duplicate_without_a_kill_in_between_is_not_blamed_on_a_kill() -> None:
