@@ -7,6 +7,7 @@ agents move them as JSON bytes (``value_serializer="raw"``) and decode in batche
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -21,7 +22,10 @@ __all__ = [
     "RawEnvelope",
     "StateEvent",
     "decode_measurement",
+    "decode_measurements",
+    "decode_state_events",
     "encode_record",
+    "encode_records",
 ]
 
 
@@ -138,12 +142,36 @@ class DeadLetter(msgspec.Struct, frozen=True):
 _encoder = msgspec.json.Encoder()
 _measurement_decoder = msgspec.json.Decoder(Measurement)
 _state_event_decoder = msgspec.json.Decoder(StateEvent)
+_measurements_decoder = msgspec.json.Decoder(list[Measurement] | Measurement)
+_state_events_decoder = msgspec.json.Decoder(list[StateEvent] | StateEvent)
 _alert_decoder = msgspec.json.Decoder(AlertTransition)
 
 
 def encode_record(record: Measurement | StateEvent | AlertTransition | DeadLetter) -> bytes:
     """Serialize any pipeline record to JSON bytes."""
     return _encoder.encode(record)
+
+
+def encode_records(records: Sequence[CanonicalRecord]) -> bytes:
+    """Serialize one entity's canonical records of one raw message as a JSON array.
+
+    Why arrays: a raw frame often yields several records of one entity (an aliunid frame
+    carries every metric of a meter). One Kafka record per frame and entity instead of one
+    per reading halves what crosses the consumer's per-message machinery downstream.
+    """
+    return _encoder.encode(records)
+
+
+def decode_measurements(data: bytes) -> list[Measurement]:
+    """Parse a ``measurements.v1`` value: an array of measurements, or a single one."""
+    value = _measurements_decoder.decode(data)
+    return value if isinstance(value, list) else [value]
+
+
+def decode_state_events(data: bytes) -> list[StateEvent]:
+    """Parse a ``states.v1`` value: an array of state events, or a single one."""
+    value = _state_events_decoder.decode(data)
+    return value if isinstance(value, list) else [value]
 
 
 def decode_measurement(data: bytes) -> Measurement:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,8 +33,8 @@ from pipeline.agents.state import PartitionState
 from pipeline.models import (
     AlertTransition,
     CanonicalRecord,
-    decode_measurement,
-    decode_state_event,
+    decode_measurements,
+    decode_state_events,
     encode_record,
 )
 from pipeline.rules.engine import EngineState, RuleEngine, decode_state, encode_state
@@ -124,10 +124,10 @@ class RuleRuntimes:
                 state.flush()
 
 
-def _decode(event: Any) -> CanonicalRecord:
+def _decode(event: Any) -> Sequence[CanonicalRecord]:
     if event.message.topic == STATES_TOPIC:
-        return decode_state_event(event.value)
-    return decode_measurement(event.value)
+        return decode_state_events(event.value)
+    return decode_measurements(event.value)
 
 
 def make_evaluate_rules(
@@ -149,7 +149,7 @@ def make_evaluate_rules(
             touched: set[int] = set()
             for event in events:
                 try:
-                    record = _decode(event)
+                    records = _decode(event)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     counters["deadlettered"] += 1
                     await dead_letter(
@@ -162,8 +162,9 @@ def make_evaluate_rules(
                 partition = event.message.partition
                 runtime, _state = runtimes.runtime(partition)
                 touched.add(partition)
-                await runtimes.publish(runtime.process(record))
-                counters["evaluated"] += 1
+                for record in records:
+                    await runtimes.publish(runtime.process(record))
+                counters["evaluated"] += len(records)
             await runtimes.publisher.confirm()  # outputs first: see module docstring
             for partition in touched:
                 runtimes.runtime(partition)[1].flush()

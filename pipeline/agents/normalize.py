@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -13,12 +13,23 @@ from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.progress import ConsumeProgress
 from pipeline.agents.publish import Publisher
 from pipeline.errors import BadInputError
-from pipeline.models import Measurement, encode_record
+from pipeline.models import CanonicalRecord, Measurement, encode_records
 from pipeline.normalize import normalize_envelope
 from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC
 from producers.envelope import decode_envelope
 
 logger = logging.getLogger(__name__)
+
+
+def _by_topic_and_entity(
+    records: Sequence[CanonicalRecord],
+) -> dict[tuple[str, str], list[CanonicalRecord]]:
+    """Records grouped by output topic and entity (Kafka key), in their order."""
+    groups: dict[tuple[str, str], list[CanonicalRecord]] = {}
+    for record in records:
+        topic = MEASUREMENTS_TOPIC if isinstance(record, Measurement) else STATES_TOPIC
+        groups.setdefault((topic, record.entity), []).append(record)
+    return groups
 
 
 def make_normalize_raw(
@@ -32,7 +43,8 @@ def make_normalize_raw(
     """Build the agent function; ``producer`` returns faust's transport producer.
 
     Measurements go to ``measurements``, state events to ``states``, both keyed by entity so
-    one entity's records stay in order on one partition number of each.
+    one entity's records stay in order on one partition number of each; one Kafka record per
+    raw message, topic and entity holds that entity's records as an array.
     """
 
     async def normalize_raw(stream: Any) -> None:
@@ -65,9 +77,8 @@ def make_normalize_raw(
                         reason=f"unexpected {type(exc).__name__} in normalizer",
                     )
                     continue
-                for record in records:
-                    topic = MEASUREMENTS_TOPIC if isinstance(record, Measurement) else STATES_TOPIC
-                    await publisher.send(topic, record.entity.encode(), encode_record(record))
+                for (topic, entity), group in _by_topic_and_entity(records).items():
+                    await publisher.send(topic, entity.encode(), encode_records(group))
                 counters["measurements"] += len(records)
                 counters["raw"] += 1
             await publisher.confirm()
