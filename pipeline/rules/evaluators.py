@@ -299,6 +299,16 @@ class Evaluator(Generic[E]):
         )
 
 
+RESOLVED_FLOOR_KEPT_MS = 10 * 60 * 1000
+"""How long (clock time past its floor) an ended threshold alert keeps its entry: far longer
+than the uncommitted records a restarted worker reads again (seconds)."""
+
+
+def _is_kept_floor(entry: AlertState) -> bool:
+    """An ended alert's entry, kept only for its floor (see ``_InstantEvaluator.store``)."""
+    return entry.phase is None and entry.seen is None and entry.floor_ms is not None
+
+
 class _InstantEvaluator(Evaluator[AlertState]):
     """Shared by threshold and state rules: each record is an observation."""
 
@@ -312,12 +322,16 @@ class _InstantEvaluator(Evaluator[AlertState]):
         return entry.floor_ms
 
     def deadline(self, entry: AlertState) -> int | None:
+        if _is_kept_floor(entry):
+            return entry.floor_ms + RESOLVED_FLOOR_KEPT_MS  # type: ignore[operator]
         due = phase_deadline(entry.phase, self.timing)
         return None if due is None else due + 1 + self.grace_ms
 
     def expire(
         self, key: str, entry: AlertState, now_ms: int, out: list[AlertTransition]
     ) -> AlertState | None:
+        if _is_kept_floor(entry):
+            return None  # kept long enough: no redelivery reaches this far back
         changes: list[Change] = []
         phase, applied = expire_due(entry.phase, now_ms, self.grace_ms, self.timing, changes)
         if applied is None:
@@ -342,8 +356,14 @@ class _InstantEvaluator(Evaluator[AlertState]):
         seen: str | None = None,
         seen_before: str | None = None,
     ) -> AlertState | None:
-        """The new entry (``entry`` itself if equal; None when there is nothing to keep)."""
-        if phase is None and seen is None:
+        """The new entry (``entry`` itself if equal; None when there is nothing to keep).
+
+        An alert that ended (resolved, or pending that never fired) keeps its entry with only
+        the floor for :data:`RESOLVED_FLOOR_KEPT_MS`: records replayed after a crash (their
+        offsets not yet committed when the state was written) are then late, not a new
+        episode that would fire and resolve the alert a second time.
+        """
+        if phase is None and seen is None and floor_ms is None:
             return None
         new = AlertState(self.name, self.hash, subject, phase, floor_ms, seen, seen_before)
         return entry if entry is not None and entry == new else new

@@ -277,19 +277,8 @@ def other_rules() -> list[tuple[Any, list[Any]]]:
     ]
 
 
-REPLAY_AFTER_RESOLVED = pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a threshold alert that resolved leaves no entry (ok: nothing is late), "
-    "so replaying the records before the resolution fires and resolves it again (at the "
-    "time of the replayed record that fired it: 7 s here, not 4 s)",
-)
 REPLAYS = [
-    pytest.param(
-        index,
-        crash,
-        committed,
-        marks=[REPLAY_AFTER_RESOLVED] if (index, crash, committed) == (0, 5, 2) else [],
-    )
+    pytest.param(index, crash, committed)
     for index in range(4)
     for crash, committed in [(3, 0), (5, 2), (7, 4), (8, 5)]
 ]
