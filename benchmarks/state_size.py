@@ -104,7 +104,7 @@ def measure(entities: int) -> dict[str, float]:
                 )
             )
             records += 1
-        if n % 1000 == 999:
+        if n % 100 == 99:  # ~1,000 records: the worker flushes per batch of that size
             for state in states:
                 state.flush()
     for state in states:

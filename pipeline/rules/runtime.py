@@ -35,19 +35,20 @@ and not the other. The interleaving of transitions of *different* alerts in the 
 can differ (a live timer may fire between two records where replay waits for the next
 record); consumers key by fingerprint.
 
-Timers: the heap holds at most one live entry per key (the earliest due time known); when a
-key's due time moves later the old heap entry stays and is re-checked when popped, when it
-moves earlier a new one is pushed. Entries that no longer match (rescheduled, deleted, no
-longer due) are skipped. :meth:`~RuleRuntime.rebuild` refills the heap from the state, e.g.
+Timers (:class:`~pipeline.rules.due.DueIndex`): at most one live due time per key (the
+earliest known); when a key's due time moves later the old entry stays and is re-checked
+when it comes due, when it moves earlier a new one is added. Entries that no longer match
+(rescheduled, deleted, no longer due) are skipped. :meth:`~RuleRuntime.rebuild` refills the
+timers from the state, e.g.
 after a partition assignment; :meth:`~RuleRuntime.set_engine` swaps in a reloaded engine.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Iterator, MutableMapping
 
 from pipeline.models import AlertTransition
+from pipeline.rules.due import DueIndex
 from pipeline.rules.engine import EngineState, Record, RuleEngine
 
 __all__ = ["RuleRuntime"]
@@ -90,8 +91,7 @@ class RuleRuntime:
     def __init__(self, engine: RuleEngine, state: MutableMapping[str, EngineState]) -> None:
         self._engine = engine
         self._state = _Tracked(state)
-        self._heap: list[tuple[int, str]] = []
-        self._scheduled: dict[str, int] = {}
+        self._timers = DueIndex()
         self._clock: int | None = None
 
     @property
@@ -106,13 +106,13 @@ class RuleRuntime:
 
     @property
     def next_due_ms(self) -> int | None:
-        """Earliest due time in the heap (possibly a stale entry), or None."""
-        return self._heap[0][0] if self._heap else None
+        """Earliest due time of any key, or None."""
+        return self._timers.earliest()
 
     @property
     def timers(self) -> int:
         """Keys with a scheduled due time."""
-        return len(self._scheduled)
+        return len(self._timers)
 
     def set_engine(self, engine: RuleEngine) -> None:
         """Use a reloaded engine; the due times of scheduled keys are recomputed.
@@ -122,15 +122,16 @@ class RuleRuntime:
         until a :meth:`rebuild`.
         """
         self._engine = engine
-        for key in list(self._scheduled):
+        scheduled = self._timers.keys()
+        self._timers.clear()
+        for key in scheduled:
             entry = self._state.get(key)
             if entry is not None:
                 self._schedule(key, engine.deadline(key, entry))
 
     def rebuild(self, items: Iterable[tuple[str, EngineState]]) -> None:
         """Forget every timer and schedule those of ``items`` (all entries of the state)."""
-        self._heap.clear()
-        self._scheduled.clear()
+        self._timers.clear()
         for key, entry in items:
             self._schedule(key, self._engine.deadline(key, entry))
 
@@ -157,12 +158,7 @@ class RuleRuntime:
         clock = self._clock
         if clock is None:
             return out
-        heap = self._heap
-        while heap and heap[0][0] <= clock:
-            due, key = heapq.heappop(heap)
-            if self._scheduled.get(key) != due:
-                continue  # superseded by an earlier due time, or already handled
-            del self._scheduled[key]
+        for _due, key in self._timers.pop_due(clock):
             entry = self._state.get(key)
             if entry is None:
                 continue
@@ -191,9 +187,5 @@ class RuleRuntime:
         touched.clear()
 
     def _schedule(self, key: str, due: int | None) -> None:
-        if due is None:
-            return
-        current = self._scheduled.get(key)
-        if current is None or due < current:
-            self._scheduled[key] = due
-            heapq.heappush(self._heap, (due, key))
+        if due is not None:
+            self._timers.schedule(key, due)
