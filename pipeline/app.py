@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from pipeline.errors import ConfigError
+from pipeline.fetch_wait import set_fetch_max_wait
 from pipeline.settings import PipelineSettings
 
 
@@ -55,4 +56,6 @@ def build_app(settings: PipelineSettings) -> faust.App:
         "broker_rebalance_timeout": settings.rebalance_timeout_s,
         "consumer_max_fetch_size": 4 * 1024 * 1024,
     }
-    return faust.App(settings.app_id, **options)
+    app = faust.App(settings.app_id, **options)
+    set_fetch_max_wait(app, settings.effective_fetch_max_wait_ms)
+    return app

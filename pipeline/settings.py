@@ -37,6 +37,9 @@ class PipelineSettings(BaseSettings):
             alerting).
         heartbeat_interval_s: consumer heartbeat period (well under the session timeout).
         rebalance_timeout_s: how long a rebalance may take before members are dropped.
+        fetch_max_wait_ms: longest a fetch may wait for data; None: 20 ms on the embedded
+            broker (which often holds a fetch for the whole wait), 500 ms on real Kafka (which
+            answers as soon as data arrives). See :mod:`pipeline.fetch_wait`.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
@@ -58,6 +61,14 @@ class PipelineSettings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
+    fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+
+    @property
+    def effective_fetch_max_wait_ms(self) -> int:
+        """:attr:`fetch_max_wait_ms`, or its default for the kind of broker."""
+        if self.fetch_max_wait_ms is not None:
+            return self.fetch_max_wait_ms
+        return 20 if self.kafka_embedded else 500
 
     def broker_url(self) -> str:
         """faust broker URL (``kafka://h1:p1;h2:p2``) from the comma-separated bootstrap list."""
