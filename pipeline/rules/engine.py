@@ -139,13 +139,34 @@ STALE_DUE_MS: Final = 0
 """Due time of an entry written by another definition or a removed rule: at once."""
 
 
+_FINGERPRINTS: dict[tuple[str, str], str] = {}
+_FINGERPRINTS_MAX = 65_536
+"""Fingerprints of label-less alerts, remembered (hashing is a tenth of an evaluation);
+cleared when full, so memory stays bounded whatever the number of entities."""
+
+
 def alert_fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
     """Stable identity of an alert: 16 hex digits of BLAKE2b over rule, entity, sorted labels."""
+    if labels:
+        return _fingerprint(rule, entity, labels)
+    found = _FINGERPRINTS.get((rule, entity))
+    if found is None:
+        if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
+            _FINGERPRINTS.clear()
+        found = _FINGERPRINTS[(rule, entity)] = _fingerprint(rule, entity, labels)
+    return found
+
+
+def _fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
     parts = [rule, entity]
     for key in sorted(labels):
         parts.append(key)
         parts.append(labels[key])
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+
+
+_CANDIDATES_CACHED_MAX = 4096
+"""(kind, source, metric or state name) combinations whose candidate rules are remembered."""
 
 
 class RuleEngine:
@@ -172,6 +193,7 @@ class RuleEngine:
                 self._any_source.setdefault((ev.kind, ev.match_name), []).append(ev)
             else:
                 self._by_source.setdefault((ev.kind, ev.source, ev.match_name), []).append(ev)
+        self._candidate_cache: dict[tuple[str, str, str], tuple[AnyEvaluator, ...]] = {}
         self.counters: Counter[str] = Counter()
         self.late_by_rule: Counter[str] = Counter()
 
@@ -210,10 +232,16 @@ class RuleEngine:
             kind, name = "measurement", record.metric
         else:
             kind, name = "state", record.name
-        return (
-            *self._by_source.get((kind, record.source, name), ()),
-            *self._any_source.get((kind, name), ()),
-        )
+        index = (kind, record.source, name)
+        found = self._candidate_cache.get(index)
+        if found is None:
+            if len(self._candidate_cache) >= _CANDIDATES_CACHED_MAX:
+                self._candidate_cache.clear()
+            found = self._candidate_cache[index] = (
+                *self._by_source.get(index, ()),
+                *self._any_source.get((kind, name), ()),
+            )
+        return found
 
     def candidates(self, record: Record) -> list[str]:
         """Names of the rules the index hands to ``record`` before globs and labels."""

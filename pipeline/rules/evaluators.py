@@ -402,6 +402,8 @@ class _ThresholdEvaluator(_InstantEvaluator):
             return entry
         ts, value = record.ts_ms, record.value
         phase = entry.phase if entry is not None else None
+        if phase is None and not self.fires(value):
+            return entry  # the common case: all is well and stays so (nothing due, no change)
         floor = entry.floor_ms if entry is not None else None
         changes: list[Change] = []
         phase, applied = catch_up(phase, ts, self.timing, changes)

@@ -76,7 +76,13 @@ def render(template: Template, context: Mapping[str, Any]) -> str:
         debug level, so a broken template cannot flood the log.
     """
     try:
-        return template.render(context)
+        # Template.render() first copies the context into a new dict and adds the globals
+        # (there are none); rendering happens per alert transition, so skip the copy.
+        variables = context if isinstance(context, dict) else dict(context)
+        rendered: str = _ENV.concat(
+            template.root_render_func(template.new_context(variables, shared=True))
+        )
+        return rendered
     except Exception as exc:
         rule = str(context.get("rule", "?"))
         kind = type(exc).__name__
