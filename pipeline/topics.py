@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiokafka.partitioner import murmur2
+
 from producers.envelope import raw_topic
 
 UPSTREAM_KINDS: tuple[str, ...] = ("aliunid", "nobil", "element", "valtronics", "hemis")
@@ -18,6 +20,13 @@ MEASUREMENTS_TOPIC = "measurements.v1"
 STATES_TOPIC = "states.v1"
 ALERTS_TOPIC = "alerts.v1"
 DEADLETTER_TOPIC = "deadletter.v1"
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in aiokafka and Java) gives
+    ``key``: where an entity's canonical records and rule state live."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
 
 ALERT_STATE_TABLE = "alert_state"
 """Table: ``p<partition>|<rule state key>`` -> encoded rule state, written by ``evaluate_rules``."""

@@ -178,6 +178,7 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     app.agent(raw, name="normalize_raw")(
         make_normalize_raw(
             producer,
+            partitions=settings.partitions,
             batch_max=batch_max,
             batch_within=within,
             counters=counters,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -15,26 +15,47 @@ from pipeline.agents.publish import Publisher
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, Measurement, encode_records
 from pipeline.normalize import normalize_envelope
-from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC
+from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC, partition_of
 from producers.envelope import decode_envelope
 
 logger = logging.getLogger(__name__)
 
 
-def _by_topic_and_entity(
-    records: Sequence[CanonicalRecord],
-) -> dict[tuple[str, str], list[CanonicalRecord]]:
-    """Records grouped by output topic and entity (Kafka key), in their order."""
-    groups: dict[tuple[str, str], list[CanonicalRecord]] = {}
-    for record in records:
-        topic = MEASUREMENTS_TOPIC if isinstance(record, Measurement) else STATES_TOPIC
-        groups.setdefault((topic, record.entity), []).append(record)
-    return groups
+MAX_RECORDS_PER_MESSAGE = 500
+"""Canonical records per Kafka message (about 100 KB of JSON): well under Kafka's 1 MB."""
+
+
+class CanonicalBatch:
+    """A batch's canonical records, by output topic and partition, in arrival order.
+
+    Why: one Kafka message per partition and batch (not per record) is what keeps the
+    stateful hop out of faust's per-message machinery. The partition is the one Kafka's
+    default partitioner gives the entity, so an entity's records (and its rule state) always
+    live on the same partition, in order.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = partitions
+        self._groups: dict[tuple[str, int], list[CanonicalRecord]] = {}
+
+    def add(self, records: Iterable[CanonicalRecord]) -> None:
+        for record in records:
+            topic = MEASUREMENTS_TOPIC if isinstance(record, Measurement) else STATES_TOPIC
+            partition = partition_of(record.entity.encode(), self._partitions)
+            self._groups.setdefault((topic, partition), []).append(record)
+
+    def messages(self) -> Iterator[tuple[str, int, bytes]]:
+        """``(topic, partition, JSON array)`` of at most :data:`MAX_RECORDS_PER_MESSAGE`."""
+        for (topic, partition), records in self._groups.items():
+            for start in range(0, len(records), MAX_RECORDS_PER_MESSAGE):
+                chunk = records[start : start + MAX_RECORDS_PER_MESSAGE]
+                yield topic, partition, encode_records(chunk)
 
 
 def make_normalize_raw(
     producer: Callable[[], Any],
     *,
+    partitions: int,
     batch_max: int,
     batch_within: float,
     counters: dict[str, int],
@@ -42,9 +63,10 @@ def make_normalize_raw(
 ) -> Callable[[Any], Awaitable[None]]:
     """Build the agent function; ``producer`` returns faust's transport producer.
 
-    Measurements go to ``measurements``, state events to ``states``, both keyed by entity so
-    one entity's records stay in order on one partition number of each; one Kafka record per
-    raw message, topic and entity holds that entity's records as an array.
+    Measurements go to ``measurements``, state events to ``states``, on the partition of their
+    entity (``partitions`` of each), so one entity's records stay in order on one partition
+    number of both; each batch writes one JSON array per topic and partition
+    (:class:`CanonicalBatch`).
     """
 
     async def normalize_raw(stream: Any) -> None:
@@ -52,6 +74,7 @@ def make_normalize_raw(
         deadletter = publisher
 
         async def handle(events: Any) -> None:
+            batch = CanonicalBatch(partitions)
             for event in events:
                 try:
                     envelope = decode_envelope(event.value)
@@ -77,10 +100,11 @@ def make_normalize_raw(
                         reason=f"unexpected {type(exc).__name__} in normalizer",
                     )
                     continue
-                for (topic, entity), group in _by_topic_and_entity(records).items():
-                    await publisher.send(topic, entity.encode(), encode_records(group))
+                batch.add(records)
                 counters["measurements"] += len(records)
                 counters["raw"] += 1
+            for topic, partition, value in batch.messages():
+                await publisher.send(topic, None, value, partition=partition)
             await publisher.confirm()
 
         await batches_or_exit(

@@ -32,8 +32,11 @@ class Publisher:
         self._pending: list[Awaitable[Any]] = []
         self.sent = 0
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._pending.append(await self._producer.send(topic, key, value, None, None, None))
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, *, partition: int | None = None
+    ) -> None:
+        """Hand one record to the producer; ``partition`` None: by key."""
+        self._pending.append(await self._producer.send(topic, key, value, partition, None, None))
         self.sent += 1
 
     async def confirm(self) -> None:

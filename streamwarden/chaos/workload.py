@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.topics import partition_of
 from producers.envelope import RawEnvelope, now_ms
 from producers.sink import EnvelopeSink
 
@@ -159,13 +160,6 @@ class PowerStream:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_at - loop.time())):
                     await stop.wait()
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as in aiokafka and Java) picks."""
-    from aiokafka.partitioner import murmur2
-
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def balanced_points(rng: Any, per_partition: int, partitions: int) -> list[str]:

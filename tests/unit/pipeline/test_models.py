@@ -1,11 +1,11 @@
-"""Canonical records travel as one JSON array per raw message, topic and entity."""
+"""Canonical records travel as JSON arrays, one per batch, topic and partition."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from pipeline.agents.normalize import _by_topic_and_entity
+from pipeline.agents.normalize import MAX_RECORDS_PER_MESSAGE, CanonicalBatch
 from pipeline.models import (
     Measurement,
     StateEvent,
@@ -14,7 +14,9 @@ from pipeline.models import (
     encode_record,
     encode_records,
 )
-from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC
+from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC, partition_of
+
+PARTITIONS = 8
 
 
 def measurement(entity: str, metric: str, value: float) -> Measurement:
@@ -36,12 +38,45 @@ def test_a_measurement_array_is_not_taken_for_states() -> None:
         decode_state_events(encode_records([measurement("m1", "sys.kW", 1.0)]))
 
 
-def test_records_are_grouped_by_topic_and_entity_keeping_their_order() -> None:
-    a1, b1, a2 = measurement("a", "x", 1), measurement("b", "x", 2), measurement("a", "y", 3)
+def test_a_batch_groups_records_by_topic_and_entity_partition_keeping_their_order() -> None:
+    a1, b1, a2 = measurement("a", "x", 1), measurement("c", "x", 2), measurement("a", "y", 3)
     state = StateEvent("nobil", "s", "a", "status", "error", None, 5)
-    groups = _by_topic_and_entity([a1, b1, state, a2])
-    assert groups == {
-        (MEASUREMENTS_TOPIC, "a"): [a1, a2],
-        (MEASUREMENTS_TOPIC, "b"): [b1],
-        (STATES_TOPIC, "a"): [state],
+    batch = CanonicalBatch(PARTITIONS)
+    batch.add([a1, b1, state])
+    batch.add([a2])
+    pa, pb = partition_of(b"a", PARTITIONS), partition_of(b"c", PARTITIONS)
+    assert pa != pb  # the two entities land apart with this partition count
+    decoded = {
+        (topic, partition): (
+            decode_measurements(value)
+            if topic == MEASUREMENTS_TOPIC
+            else decode_state_events(value)
+        )
+        for topic, partition, value in batch.messages()
     }
+    assert decoded == {
+        (MEASUREMENTS_TOPIC, pa): [a1, a2],
+        (MEASUREMENTS_TOPIC, pb): [b1],
+        (STATES_TOPIC, pa): [state],
+    }
+
+
+def test_big_batches_are_cut_into_messages_of_bounded_size() -> None:
+    batch = CanonicalBatch(1)
+    records = [measurement("a", "x", i) for i in range(MAX_RECORDS_PER_MESSAGE * 2 + 1)]
+    batch.add(records)
+    messages = list(batch.messages())
+    assert [len(decode_measurements(v)) for _t, _p, v in messages] == [
+        MAX_RECORDS_PER_MESSAGE,
+        MAX_RECORDS_PER_MESSAGE,
+        1,
+    ]
+    assert [r for _t, _p, v in messages for r in decode_measurements(v)] == records
+
+
+def test_partition_of_is_kafkas_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner = DefaultPartitioner()
+    for key in (b"a", b"meter-000017", b"NOR_01333/0"):
+        assert partition_of(key, 8) == partitioner(key, list(range(8)), list(range(8)))
