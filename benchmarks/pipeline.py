@@ -37,6 +37,7 @@ from benchmarks.common import (
     start_worker,
     wait_until,
 )
+from pipeline.agents.normalize import normalize_group
 from pipeline.topics import ALERTS_TOPIC, MEASUREMENTS_TOPIC, STATES_TOPIC, all_topics, raw_topics
 from producers.envelope import RawEnvelope, encode_envelope, now_ms
 
@@ -92,11 +93,18 @@ def _wait_ready(log: Path, proc: Any, timeout: float) -> None:
         raise RuntimeError(f"worker not ready after {timeout:.0f}s: {log.read_text()[-2000:]}")
 
 
-def _all_committed(bootstrap: str, group: str, partitions: int) -> bool:
-    counts = {t.name: t.partitions for t in all_topics(group, partitions)}
-    topics = [*raw_topics(), MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC]
-    ends = end_offsets(bootstrap, {t: counts[t] for t in topics})
-    return committed_total(bootstrap, group, list(ends)) >= sum(ends.values())
+def _all_committed(bootstrap: str, app_id: str, partitions: int) -> bool:
+    """The normalize stage's group committed every raw record, the worker's faust group every
+    canonical and alert record."""
+    counts = {t.name: t.partitions for t in all_topics(app_id, partitions)}
+    for group, topics in (
+        (normalize_group(app_id), list(raw_topics())),
+        (app_id, [MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC]),
+    ):
+        ends = end_offsets(bootstrap, {t: counts[t] for t in topics})
+        if committed_total(bootstrap, group, list(ends)) < sum(ends.values()):
+            return False
+    return True
 
 
 def run_pipeline_throughput(

@@ -18,7 +18,7 @@ import faust
 from faust.types import TP
 
 from pipeline.agents.evaluate import RuleRuntimes, make_evaluate_rules, wall_clock_ms
-from pipeline.agents.normalize import make_normalize_raw
+from pipeline.agents.normalize import NormalizeStage
 from pipeline.agents.notify import NotificationStage, make_send_notifications
 from pipeline.agents.progress import CatchUp, ConsumeProgress
 from pipeline.alerting.config import AlertingConfig, load_config
@@ -139,7 +139,7 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
             help=help_text,
         )
 
-    raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)
+    raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)  # declared, not consumed
     measurements = topic(MEASUREMENTS_TOPIC, settings.partitions)
     states = topic(STATES_TOPIC, settings.partitions)
     canonical = app.topic(MEASUREMENTS_TOPIC, STATES_TOPIC, key_type=bytes, value_type=bytes)
@@ -164,27 +164,16 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
 
     runtimes = RuleRuntimes(config.engine, rule_table, producer, counters)
     progress = ConsumeProgress(consumer)
-    raw_names = set(raw_topics())
+    normalize = NormalizeStage(settings, counters)
 
     def feeds(partition: int) -> list[TP]:
-        """Input partitions whose backlog holds records for this rule partition."""
-        owned_raw = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
-        return [TP(MEASUREMENTS_TOPIC, partition), TP(STATES_TOPIC, partition), *owned_raw]
+        """Canonical input partitions whose backlog holds records for this rule partition."""
+        return [TP(MEASUREMENTS_TOPIC, partition), TP(STATES_TOPIC, partition)]
 
-    catch_up = CatchUp(progress, feeds)
+    catch_up = CatchUp(progress, feeds, upstream_caught_up=lambda: normalize.caught_up)
     stage = NotificationStage(dispatcher, notifier, notify_state, notify_log)
     batch_max, within = settings.batch_max, settings.batch_within
 
-    app.agent(raw, name="normalize_raw")(
-        make_normalize_raw(
-            producer,
-            partitions=settings.partitions,
-            batch_max=batch_max,
-            batch_within=within,
-            counters=counters,
-            progress=progress,
-        )
-    )
     app.agent(canonical, name="evaluate_rules")(
         make_evaluate_rules(
             runtimes,
@@ -201,12 +190,13 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     )
 
     @app.task  # type: ignore[untyped-decorator]
-    async def declare_output_topics() -> None:
-        """Agents publish through the transport producer, which never declares topics; on
-        real Kafka declare the output topics here (the embedded broker has them already)."""
+    async def run_normalize() -> None:
+        """On real Kafka declare the topics no agent consumes or that only the stages write
+        (the embedded broker has them already), then run the normalize stage."""
         if not settings.kafka_embedded:
-            for output in (measurements, states, alerts, deadletter):
-                await output.maybe_declare()
+            for declared in (raw, measurements, states, alerts, deadletter):
+                await declared.maybe_declare()
+        await normalize.run()
 
     rebalanced = {"pending": True}
 

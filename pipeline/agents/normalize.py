@@ -1,28 +1,52 @@
-"""Agent ``normalize_raw``: raw envelopes -> canonical measurements, bad frames -> dead letters."""
+"""Stage ``normalize``: raw envelopes -> canonical records, bad frames -> dead letters.
+
+The stage is stateless, so it runs as a plain aiokafka consumer group inside the worker, not as
+a faust agent: faust's per-message path (consumer thread, conductor, stream, acks) cost more
+than the normalizers themselves (profile in ``benchmarks/README.md``). Each ``getmany`` batch
+is normalized; its output is written (canonical records as one JSON array per topic and
+partition, see :class:`CanonicalBatch`; bad frames to ``deadletter.v1`` with the reason) and
+acknowledged by Kafka; only then are the batch's offsets committed. At-least-once: a crash
+or a rebalance before the commit makes the next owner normalize the batch again, and the rule
+engine treats the repeated records as redeliveries. A failure to write ends the process at
+once (:func:`~pipeline.agents.crash.exit_now`), before anything is committed.
+
+The consumer group is ``<app_id>-normalize`` (:func:`normalize_group`); every worker joins it,
+so raw partitions are shared among workers like the faust agents' partitions are.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from pipeline.agents.crash import batches_or_exit
-from pipeline.agents.deadletter import dead_letter
-from pipeline.agents.progress import ConsumeProgress
+from pipeline.agents.crash import exit_now
+from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import Publisher
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, Measurement, encode_records
 from pipeline.normalize import normalize_envelope
-from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC, partition_of
+from pipeline.settings import PipelineSettings
+from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC, partition_of, raw_topics
 from producers.envelope import decode_envelope
+
+__all__ = ["MAX_RECORDS_PER_MESSAGE", "CanonicalBatch", "NormalizeStage", "normalize_group"]
 
 logger = logging.getLogger(__name__)
 
-
 MAX_RECORDS_PER_MESSAGE = 500
 """Canonical records per Kafka message (about 100 KB of JSON): well under Kafka's 1 MB."""
+GETMANY_TIMEOUT_MS = 100
+"""Longest wait for a batch; also how often the stage re-checks whether it has caught up."""
+
+
+def normalize_group(app_id: str) -> str:
+    """The consumer group of the normalize stage (it commits the raw topics' offsets)."""
+    return f"{app_id}-normalize"
 
 
 class CanonicalBatch:
@@ -52,66 +76,140 @@ class CanonicalBatch:
                 yield topic, partition, encode_records(chunk)
 
 
-def make_normalize_raw(
-    producer: Callable[[], Any],
-    *,
-    partitions: int,
-    batch_max: int,
-    batch_within: float,
-    counters: dict[str, int],
-    progress: ConsumeProgress | None = None,
-) -> Callable[[Any], Awaitable[None]]:
-    """Build the agent function; ``producer`` returns faust's transport producer.
+class _Sender:
+    """aiokafka's producer behind the ``send(topic, key, value, partition, ts, headers)`` call
+    :class:`~pipeline.agents.publish.Publisher` makes (faust's producer's signature)."""
 
-    Measurements go to ``measurements``, state events to ``states``, on the partition of their
-    entity (``partitions`` of each), so one entity's records stay in order on one partition
-    number of both; each batch writes one JSON array per topic and partition
-    (:class:`CanonicalBatch`).
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Any,
+    ) -> Any:
+        return await self._producer.send(topic, value=value, key=key, partition=partition)
+
+
+class NormalizeStage:
+    """The normalize consumer group member of one worker; see the module docstring.
+
+    Args:
+        settings: bootstrap, app id, partitions, batch size, linger, fetch wait, timeouts.
+        counters: the worker's counters (``raw``, ``measurements``, ``deadlettered``).
+
+    Attributes:
+        caught_up: every raw partition this member owns was processed up to its high-water
+            mark at the last check (the rule runtimes follow wall-clock time only then, see
+            :mod:`pipeline.agents.progress`).
     """
 
-    async def normalize_raw(stream: Any) -> None:
-        publisher = Publisher(producer())
-        deadletter = publisher
+    def __init__(self, settings: PipelineSettings, counters: MutableMapping[str, int]) -> None:
+        self._settings = settings
+        self._counters = counters
+        self.caught_up = False
 
-        async def handle(events: Any) -> None:
-            batch = CanonicalBatch(partitions)
-            for event in events:
-                try:
-                    envelope = decode_envelope(event.value)
-                    records = normalize_envelope(envelope)
-                except BadInputError as exc:
-                    counters["deadlettered"] += 1
-                    await dead_letter(deadletter, event, stage="normalize", reason=exc.reason)
-                    continue
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    counters["deadlettered"] += 1
-                    await dead_letter(
-                        deadletter, event, stage="normalize", reason=f"not a raw envelope: {exc}"
-                    )
-                    continue
-                except Exception as exc:
-                    # A normalizer bug must not lose the frame nor stop the worker.
-                    logger.exception("normalizer failed unexpectedly topic=%s", event.message.topic)
-                    counters["deadlettered"] += 1
-                    await dead_letter(
-                        deadletter,
-                        event,
-                        stage="normalize",
-                        reason=f"unexpected {type(exc).__name__} in normalizer",
-                    )
-                    continue
-                batch.add(records)
-                counters["measurements"] += len(records)
-                counters["raw"] += 1
-            for topic, partition, value in batch.messages():
-                await publisher.send(topic, None, value, partition=partition)
-            await publisher.confirm()
-
-        await batches_or_exit(
-            "normalize_raw",
-            stream.take_events(batch_max, within=batch_within),
-            handle,
-            progress,
+    async def run(self) -> None:
+        """Consume until cancelled (the worker stopping); a failed write ends the process."""
+        settings = self._settings
+        consumer = AIOKafkaConsumer(
+            *raw_topics(),
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=normalize_group(settings.app_id),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.effective_fetch_max_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
         )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.producer_linger_ms,
+            max_batch_size=256 * 1024,
+        )
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                await self._loop(consumer, Publisher(_Sender(producer)))
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
 
-    return normalize_raw
+    async def _loop(self, consumer: AIOKafkaConsumer, publisher: Publisher) -> None:
+        while True:
+            batches = await consumer.getmany(
+                timeout_ms=GETMANY_TIMEOUT_MS, max_records=self._settings.batch_max
+            )
+            if batches:
+                try:
+                    await self._normalize(batches, publisher)
+                except Exception as exc:  # Kafka refused our writes, or a bug: see docstring
+                    exit_now("normalize", exc)
+                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                try:
+                    await consumer.commit(offsets)
+                except (CommitFailedError, IllegalStateError) as exc:
+                    # Partitions moved in a rebalance: their new owner normalizes the batch
+                    # again (at-least-once), nothing is lost.
+                    logger.warning("normalize commit refused, batch will be redone: %s", exc)
+            self.caught_up = await _caught_up(consumer)
+
+    async def _normalize(self, batches: dict[Any, list[Any]], publisher: Publisher) -> None:
+        counters = self._counters
+        batch = CanonicalBatch(self._settings.partitions)
+        for messages in batches.values():
+            for message in messages:
+                outcome = _normalize_one(message)
+                if not isinstance(outcome, str):
+                    batch.add(outcome)
+                    counters["raw"] += 1
+                    counters["measurements"] += len(outcome)
+                    continue
+                counters["deadlettered"] += 1
+                await dead_letter_record(
+                    publisher,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    stage="normalize",
+                    reason=outcome,
+                )
+        for topic, partition, value in batch.messages():
+            await publisher.send(topic, None, value, partition=partition)
+            counters["canonical_messages"] += 1
+        await publisher.confirm()
+
+
+def _normalize_one(message: Any) -> Sequence[CanonicalRecord] | str:
+    """One raw record's canonical records, or the dead-letter reason when it has none."""
+    try:
+        return normalize_envelope(decode_envelope(message.value))
+    except BadInputError as exc:
+        return exc.reason
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"not a raw envelope: {exc}"
+    except Exception as exc:
+        # A normalizer bug must not lose the frame nor stop the worker.
+        logger.exception("normalizer failed unexpectedly topic=%s", message.topic)
+        return f"unexpected {type(exc).__name__} in normalizer"
+
+
+async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
+    """Every owned raw partition processed up to its high-water mark (as last fetched)."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True

@@ -9,9 +9,9 @@ while catching up the outcome is the one replay gives; once caught up, the wall-
 takes over for what only time can fire (silence, a window closing with no further record).
 
 "Caught up" for a partition means every input partition that feeds it — the canonical
-partitions of that number *and* every raw partition this worker owns, since the normalizer's
-backlog becomes canonical records later — has been processed up to its high-water mark, as
-the consumer last saw it. That mark comes with fetch responses, so it can trail the log by a
+partitions of that number *and* every raw partition this worker's normalize stage owns, since
+its backlog becomes canonical records later — has been processed up to its high-water mark,
+as the consumer last saw it. That mark comes with fetch responses, so it can trail the log by a
 fetch; :class:`CatchUp` therefore asks for two consecutive positive answers.
 
 Limit: with several workers, another worker's raw backlog is invisible here. A record it
@@ -71,19 +71,28 @@ class CatchUp:
 
     Args:
         progress: the agents' progress.
-        feeds: partition number -> the input partitions that feed its rule runtime.
+        feeds: partition number -> the canonical partitions that feed its rule runtime.
+        upstream_caught_up: whether the normalize stage has caught up with every raw
+            partition it owns (its backlog becomes canonical records later).
     """
 
-    def __init__(self, progress: ConsumeProgress, feeds: Callable[[int], list[TP]]) -> None:
+    def __init__(
+        self,
+        progress: ConsumeProgress,
+        feeds: Callable[[int], list[TP]],
+        upstream_caught_up: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._progress = progress
         self._feeds = feeds
+        self._upstream_caught_up = upstream_caught_up
         self._previous: set[int] = set()
         self.lagging: set[int] = set()
 
     def check(self, partitions: Iterable[int]) -> set[int]:
         """The partitions of ``partitions`` that were caught up at this and the last check."""
         asked = set(partitions)
-        now = {p for p in asked if self._progress.caught_up(self._feeds(p))}
+        upstream = self._upstream_caught_up()
+        now = {p for p in asked if upstream and self._progress.caught_up(self._feeds(p))}
         stable = now & self._previous
         self._previous = now
         self.lagging = asked - stable

@@ -12,7 +12,6 @@ from pipeline.agents.progress import CatchUp, ConsumeProgress
 
 A0 = TP("measurements.v1", 0)
 S0 = TP("states.v1", 0)
-R3 = TP("raw.aliunid.v1", 3)
 
 
 @dataclass
@@ -55,17 +54,22 @@ def test_unknown_highwater_or_unassigned_partition_is_not_caught_up() -> None:
     assert not progress.caught_up([A0])
 
 
-def test_catch_up_needs_two_checks_in_a_row_and_any_raw_backlog_holds_every_partition() -> None:
-    consumer = ConsumerView({A0: 2, S0: 0, R3: 5}, {R3: 5})
+def test_catch_up_needs_two_checks_in_a_row_and_a_raw_backlog_holds_every_partition() -> None:
+    consumer = ConsumerView({A0: 2, S0: 0})
     progress = ConsumeProgress(lambda: consumer)
-    catch_up = CatchUp(progress, lambda p: [TP("measurements.v1", p), TP("states.v1", p), R3])
+    normalize = {"caught_up": True}
+    catch_up = CatchUp(
+        progress,
+        lambda p: [TP("measurements.v1", p), TP("states.v1", p)],
+        upstream_caught_up=lambda: normalize["caught_up"],
+    )
     progress.note(events(A0, 0, 1))
     assert catch_up.check({0}) == set()  # first positive answer: not yet
     assert catch_up.lagging == {0}
     assert catch_up.check({0}) == {0}
     assert catch_up.lagging == set()
-    consumer.highwaters[R3] = 9  # the normalizer has a new backlog
+    normalize["caught_up"] = False  # the normalize stage has a raw backlog
     assert catch_up.check({0}) == set()
-    progress.note(events(R3, 5, 6, 7, 8))
+    normalize["caught_up"] = True
     assert catch_up.check({0}) == set()
     assert catch_up.check({0}) == {0}
