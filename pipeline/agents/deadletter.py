@@ -15,54 +15,36 @@ logger = logging.getLogger(__name__)
 
 async def dead_letter(publisher: Publisher, event: Any, *, stage: str, reason: str) -> None:
     """Publish a faust ``event``'s original bytes plus ``reason`` and where it came from."""
-    message = event.message
-    await dead_letter_record(
-        publisher,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=event.value,
-        stage=stage,
-        reason=reason,
-    )
+    await dead_letter_record(publisher, event.message, stage=stage, reason=reason)
 
 
 async def dead_letter_record(
-    publisher: Publisher,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: Any,
-    stage: str,
-    reason: str,
+    publisher: Publisher, message: Any, *, stage: str, reason: str
 ) -> None:
-    """Publish a record's original bytes plus ``reason`` and where it came from.
+    """Publish a consumed record's original bytes plus ``reason`` and where it came from.
 
-    ``reason`` must be secret-free: it is stored and shown to operators.
+    ``message`` is a faust ``Message`` or an aiokafka ``ConsumerRecord``: both carry
+    ``topic``, ``partition``, ``offset``, ``key`` and the raw ``value``. ``reason`` must be
+    secret-free: it is stored and shown to operators.
     """
-    text = (
-        value.decode("utf-8", errors="replace")
-        if isinstance(value, bytes | bytearray)
-        else str(value)
-    )
+    value = message.value
+    is_bytes = isinstance(value, bytes | bytearray)
+    text = value.decode("utf-8", errors="replace") if is_bytes else str(value)
     record = DeadLetter(
         stage=stage,
         reason=reason,
-        topic=topic,
-        partition=partition,
-        offset=offset,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
         raw=text,
         failed_at_ms=now_ms(),
     )
-    await publisher.send(DEADLETTER_TOPIC, key, encode_record(record))
+    await publisher.send(DEADLETTER_TOPIC, message.key, encode_record(record))
     logger.warning(
         "dead-lettered stage=%s topic=%s partition=%d offset=%d reason=%s",
         stage,
-        topic,
-        partition,
-        offset,
+        message.topic,
+        message.partition,
+        message.offset,
         reason,
     )

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from pipeline.agents.crash import exit_now
@@ -111,13 +111,19 @@ class NormalizeStage:
     def __init__(self, settings: PipelineSettings, counters: MutableMapping[str, int]) -> None:
         self._settings = settings
         self._counters = counters
+        self._assigned = False
         self.caught_up = False
+
+    def on_ownership(self, assigned: bool) -> None:
+        """Partitions were revoked (False) or assigned (True; possibly none) by the group."""
+        self._assigned = assigned
+        if not assigned:
+            self.caught_up = False
 
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping); a failed write ends the process."""
         settings = self._settings
         consumer = AIOKafkaConsumer(
-            *raw_topics(),
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=normalize_group(settings.app_id),
             enable_auto_commit=False,
@@ -135,6 +141,7 @@ class NormalizeStage:
             linger_ms=settings.producer_linger_ms,
             max_batch_size=256 * 1024,
         )
+        consumer.subscribe(list(raw_topics()), listener=_Ownership(self))
         await producer.start()
         try:
             await consumer.start()
@@ -162,7 +169,7 @@ class NormalizeStage:
                     # Partitions moved in a rebalance: their new owner normalizes the batch
                     # again (at-least-once), nothing is lost.
                     logger.warning("normalize commit refused, batch will be redone: %s", exc)
-            self.caught_up = await _caught_up(consumer)
+            self.caught_up = self._assigned and await _caught_up(consumer)
 
     async def _normalize(self, batches: dict[Any, list[Any]], publisher: Publisher) -> None:
         counters = self._counters
@@ -176,16 +183,7 @@ class NormalizeStage:
                     counters["measurements"] += len(outcome)
                     continue
                 counters["deadlettered"] += 1
-                await dead_letter_record(
-                    publisher,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    stage="normalize",
-                    reason=outcome,
-                )
+                await dead_letter_record(publisher, message, stage="normalize", reason=outcome)
         for topic, partition, value in batch.messages():
             await publisher.send(topic, None, value, partition=partition)
             counters["canonical_messages"] += 1
@@ -204,6 +202,25 @@ def _normalize_one(message: Any) -> Sequence[CanonicalRecord] | str:
         # A normalizer bug must not lose the frame nor stop the worker.
         logger.exception("normalizer failed unexpectedly topic=%s", message.topic)
         return f"unexpected {type(exc).__name__} in normalizer"
+
+
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the stage when the group moves partitions.
+
+    Until the group has assigned this member its partitions (after a restart, while the dead
+    member's session runs out), an empty assignment means "not known yet", not "nothing to
+    do": the stage must not report itself caught up, or the rule runtimes would move to the
+    wall clock ahead of the raw backlog the dead member left.
+    """
+
+    def __init__(self, stage: NormalizeStage) -> None:
+        self._stage = stage
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._stage.on_ownership(False)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._stage.on_ownership(True)
 
 
 async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
