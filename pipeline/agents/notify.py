@@ -4,11 +4,12 @@ At-least-once without duplicates across crashes, in three steps:
 
 1. Each ``alerts.v1`` record goes through the :class:`~pipeline.alerting.dispatch.Dispatcher`
    (grouping, silences, repeat...). The notifications it decides on are written to the
-   ``notify_log`` table as outbox entries ``o:<id>`` together with the dispatcher's state,
-   in the same batch. faust commits the ``alerts.v1`` offset only after the producer flushed
-   those changelog writes, so an intent is never lost: a crash before the commit replays the
-   records, and the dispatcher, being idempotent per fingerprint and transition time, gives
-   the same notification ids again.
+   ``notify_log`` table as outbox entries ``o:<id>`` and acknowledged by Kafka *before* the
+   dispatcher's state is written (see :meth:`NotificationStage.flush_tables`). faust commits
+   the ``alerts.v1`` offset only after the producer flushed those changelog writes, so an
+   intent is never lost: a crash before the commit replays the records, and the dispatcher,
+   being idempotent per fingerprint and transition time, gives the same notification ids
+   again (or, if its state got written, finds them in the outbox already).
 2. One delivery worker per channel sends that channel's outbox entries in order. A
    retryable failure keeps the entry and retries it (with backoff, forever: a channel down
    for an hour gets its notifications when it comes back, in order); a permanent failure is
@@ -130,6 +131,8 @@ class NotificationStage:
         self._queues: dict[str, asyncio.Queue[OutboxEntry]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.active = False
+        # Dispatching (agent batch or timer tick) and its flush_tables run one at a time.
+        self.lock = asyncio.Lock()
 
     # --- ownership ----------------------------------------------------------------------
 
@@ -176,16 +179,24 @@ class NotificationStage:
             self.log[f"o:{key}"] = entry
             self._enqueue(entry)
 
-    def flush_tables(self) -> None:
+    async def flush_tables(self) -> None:
+        """Make the outbox durable first, then the dispatcher state that produced it.
+
+        The two live in different tables (changelog topics), so Kafka gives no order between
+        them. Were the state durable without the outbox, a replay of the same alerts would be
+        ignored as already dispatched and the intent would be lost; the other way round, a
+        replay dispatches again and the outbox already has (or has delivered) the same ids.
+        """
+        await self.log.flush_confirmed()
         self._state_store.flush()
-        self.log.flush()
 
     async def tick(self, clock_ms: int) -> None:
         """Timer body: expire dispatcher deadlines (group_wait, repeat...) and prune marks."""
         if not self.active:
             return
-        self.accept(run_due(self.dispatcher, self.state, clock_ms))
-        self.flush_tables()
+        async with self.lock:
+            self.accept(run_due(self.dispatcher, self.state, clock_ms))
+            await self.flush_tables()
 
     def prune(self, clock_ms: int) -> int:
         """Forget delivered marks older than :data:`DELIVERED_KEPT_MS`."""
@@ -300,6 +311,11 @@ def make_send_notifications(
 
         async def handle(events: Any) -> None:
             stage.activate()
+            async with stage.lock:  # a timer tick must not flush this batch's state early
+                await dispatch(events)
+            await deadletter.confirm()
+
+        async def dispatch(events: Any) -> None:
             clock = now_ms()
             for event in events:
                 try:
@@ -312,8 +328,7 @@ def make_send_notifications(
                     continue
                 stage.accept(stage.dispatcher.dispatch(stage.state, alert, clock))
                 counters["alerts"] += 1
-            stage.flush_tables()
-            await deadletter.confirm()
+            await stage.flush_tables()
 
         await batches_or_exit(
             "send_notifications", stream.take_events(batch_max, within=batch_within), handle
