@@ -30,6 +30,7 @@ from pipeline.topics import all_topics, raw_topics
 from streamwarden.embedded_broker import EmbeddedBroker
 
 PARTITIONS = 16
+MODERATE_RATE = 500
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     rate = max(50.0, best["events_per_s"] / 2)
     duration = 3.0 if args.quick else 15.0
     emit({"scenario": "alert_latency_half_max", **latency(rate, duration)})
+    # Half the backlog maximum floods one webhook channel (about one notification per 50
+    # events, sent one at a time); this shows the pipeline's latency at a steady, moderate load.
+    emit({"scenario": f"alert_latency_{MODERATE_RATE}_per_s", **latency(MODERATE_RATE, duration)})
 
     engine_events = 20_000 if args.quick else 300_000
     engine_runs = {n: run_engine(n, engine_events) for n in (10, 100, 1000)}
