@@ -31,13 +31,20 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
     """
 
     def __init__(
-        self, table: Any, encode: Callable[[V], bytes], decode: Callable[[bytes], V]
+        self,
+        table: Any,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+        *,
+        confirm_writes: bool = False,
     ) -> None:
         self._table = table
         self._store = table.data
         self._encode = encode
         self._decode = decode
         self._dirty: dict[str, tuple[int, object]] = {}
+        self._confirm_writes = confirm_writes
+        self._unconfirmed: list[Any] = []
         self.partition = 0
 
     def __getitem__(self, key: str) -> V:
@@ -84,16 +91,21 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
         return len(self._write())
 
     async def flush_confirmed(self) -> int:
-        """:meth:`flush`, then wait until Kafka acknowledged exactly these changelog records.
+        """:meth:`flush`, then wait until Kafka acknowledged every write of this view so far.
 
-        For the few writes whose durability gates the next step (a notification's delivery
-        mark): waiting for these records is faster than flushing the whole producer, which
-        also holds whatever the agents are publishing.
+        For the few writes whose durability gates the next step (a notification's attempt and
+        delivery marks): waiting for this table's records is faster than flushing the whole
+        producer, which also holds whatever the agents are publishing. "Every write so far",
+        not "this call's": concurrent callers (delivery lanes) may have written each other's
+        records, and each must still see its own acknowledged before it goes on.
         """
-        futures = self._write()
-        for future in futures:
+        if not self._confirm_writes:
+            raise RuntimeError("flush_confirmed needs a view made with confirm_writes=True")
+        written = len(self._write())
+        for future in list(self._unconfirmed):
             await future
-        return len(futures)
+        self._unconfirmed = [f for f in self._unconfirmed if not f.done()]
+        return written
 
     def _write(self) -> list[Any]:
         futures = []
@@ -107,6 +119,8 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
                 self._store[raw_key] = raw_value
                 futures.append(self._table.send_changelog(partition, raw_key, raw_value))
         self._dirty.clear()
+        if futures and self._confirm_writes:
+            self._unconfirmed = [f for f in self._unconfirmed if not f.done()] + futures
         return futures
 
 
@@ -132,8 +146,12 @@ class PartitionState(MutableMapping[str, V], Generic[V]):
         encode: Callable[[V], bytes],
         decode: Callable[[bytes], V],
         undecodable: tuple[type[Exception], ...] = (),
+        *,
+        confirm_writes: bool = False,
     ) -> None:
-        self._view: BatchedTableState[V] = BatchedTableState(table, encode, self._decode)
+        self._view: BatchedTableState[V] = BatchedTableState(
+            table, encode, self._decode, confirm_writes=confirm_writes
+        )
         self._view.partition = partition
         self._decode_value = decode
         self._undecodable = undecodable
@@ -180,5 +198,5 @@ class PartitionState(MutableMapping[str, V], Generic[V]):
         return self._view.flush()
 
     async def flush_confirmed(self) -> int:
-        """:meth:`flush` and wait for Kafka's acknowledgement of these writes."""
+        """:meth:`flush` and wait for Kafka's acknowledgement of every write so far."""
         return await self._view.flush_confirmed()
