@@ -7,6 +7,7 @@ stay co-partitioned with the streams that write them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
@@ -22,21 +23,17 @@ ALERTS_TOPIC = "alerts.v1"
 DEADLETTER_TOPIC = "deadletter.v1"
 
 
-_KEY_HASHES: dict[bytes, int] = {}
-_KEY_HASHES_MAX = 200_000
-"""murmur2 of recent keys: aiokafka's is pure Python and was 8% of the worker's CPU; bounded
-(cleared when full)."""
-
-
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in aiokafka and Java) gives
     ``key``: where an entity's canonical records and rule state live."""
-    hashed = _KEY_HASHES.get(key)
-    if hashed is None:
-        if len(_KEY_HASHES) >= _KEY_HASHES_MAX:
-            _KEY_HASHES.clear()
-        hashed = _KEY_HASHES[key] = int(murmur2(key) & 0x7FFFFFFF)
-    return hashed % partitions
+    return _key_hash(key) % partitions
+
+
+@functools.lru_cache(maxsize=200_000)
+def _key_hash(key: bytes) -> int:
+    """murmur2 of recent keys, remembered: aiokafka's is pure Python and was 8% of the
+    worker's CPU."""
+    return int(murmur2(key) & 0x7FFFFFFF)
 
 
 ALERT_STATE_TABLE = "alert_state"

@@ -92,6 +92,7 @@ NaN measurements are ignored (they compare false with everything and would resol
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import Counter
@@ -139,22 +140,17 @@ STALE_DUE_MS: Final = 0
 """Due time of an entry written by another definition or a removed rule: at once."""
 
 
-_FINGERPRINTS: dict[tuple[str, str], str] = {}
-_FINGERPRINTS_MAX = 65_536
-"""Fingerprints of label-less alerts, remembered (hashing is a tenth of an evaluation);
-cleared when full, so memory stays bounded whatever the number of entities."""
-
-
 def alert_fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
     """Stable identity of an alert: 16 hex digits of BLAKE2b over rule, entity, sorted labels."""
     if labels:
         return _fingerprint(rule, entity, labels)
-    found = _FINGERPRINTS.get((rule, entity))
-    if found is None:
-        if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
-            _FINGERPRINTS.clear()
-        found = _FINGERPRINTS[(rule, entity)] = _fingerprint(rule, entity, labels)
-    return found
+    return _unlabelled_fingerprint(rule, entity)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _unlabelled_fingerprint(rule: str, entity: str) -> str:
+    """Label-less fingerprints, remembered: hashing was a tenth of an evaluation."""
+    return _fingerprint(rule, entity, {})
 
 
 def _fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
@@ -193,7 +189,10 @@ class RuleEngine:
                 self._any_source.setdefault((ev.kind, ev.match_name), []).append(ev)
             else:
                 self._by_source.setdefault((ev.kind, ev.source, ev.match_name), []).append(ev)
-        self._candidate_cache: dict[tuple[str, str, str], tuple[AnyEvaluator, ...]] = {}
+        # Remembered per (kind, source, metric or state name): built once, not per record.
+        self._candidates_for = functools.lru_cache(maxsize=_CANDIDATES_CACHED_MAX)(
+            self._index_lookup
+        )
         self.counters: Counter[str] = Counter()
         self.late_by_rule: Counter[str] = Counter()
 
@@ -229,19 +228,14 @@ class RuleEngine:
 
     def _candidates(self, record: Record) -> tuple[AnyEvaluator, ...]:
         if isinstance(record, Measurement):
-            kind, name = "measurement", record.metric
-        else:
-            kind, name = "state", record.name
-        index = (kind, record.source, name)
-        found = self._candidate_cache.get(index)
-        if found is None:
-            if len(self._candidate_cache) >= _CANDIDATES_CACHED_MAX:
-                self._candidate_cache.clear()
-            found = self._candidate_cache[index] = (
-                *self._by_source.get(index, ()),
-                *self._any_source.get((kind, name), ()),
-            )
-        return found
+            return self._candidates_for("measurement", record.source, record.metric)
+        return self._candidates_for("state", record.source, record.name)
+
+    def _index_lookup(self, kind: str, source: str, name: str) -> tuple[AnyEvaluator, ...]:
+        return (
+            *self._by_source.get((kind, source, name), ()),
+            *self._any_source.get((kind, name), ()),
+        )
 
     def candidates(self, record: Record) -> list[str]:
         """Names of the rules the index hands to ``record`` before globs and labels."""
