@@ -119,8 +119,8 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
                 self._store[raw_key] = raw_value
                 futures.append(self._table.send_changelog(partition, raw_key, raw_value))
         self._dirty.clear()
-        if futures and self._confirm_writes:
-            self._unconfirmed = [f for f in self._unconfirmed if not f.done()] + futures
+        if self._confirm_writes:
+            self._unconfirmed.extend(futures)  # pruned by flush_confirmed once acknowledged
         return futures
 
 

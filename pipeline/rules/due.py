@@ -32,9 +32,6 @@ class DueIndex:
         """Keys with a due time."""
         return len(self._due)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._due
-
     def get(self, key: str) -> int | None:
         return self._due.get(key)
 
