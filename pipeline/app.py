@@ -16,6 +16,11 @@ from pipeline.errors import ConfigError
 from pipeline.fetch_wait import set_fetch_max_wait
 from pipeline.settings import PipelineSettings
 
+MAX_BATCH_BYTES = 256 * 1024
+"""Largest produce batch (faust's producer and the normalize stage's)."""
+MAX_FETCH_BYTES = 4 * 1024 * 1024
+"""Largest fetch per partition (faust's consumer and the normalize stage's)."""
+
 
 def build_app(settings: PipelineSettings) -> faust.App:
     """A configured, agent-less faust app.
@@ -49,12 +54,12 @@ def build_app(settings: PipelineSettings) -> faust.App:
         # Batch produce requests: with linger 0 every send is its own request, and the worker
         # spends its time in Kafka round trips (measured: ~700 events/s).
         "producer_linger": settings.producer_linger_ms / 1000,
-        "producer_max_batch_size": 256 * 1024,
+        "producer_max_batch_size": MAX_BATCH_BYTES,
         "broker_max_poll_records": 5000,
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": settings.heartbeat_interval_s,
         "broker_rebalance_timeout": settings.rebalance_timeout_s,
-        "consumer_max_fetch_size": 4 * 1024 * 1024,
+        "consumer_max_fetch_size": MAX_FETCH_BYTES,
     }
     app = faust.App(settings.app_id, **options)
     set_fetch_max_wait(app, settings.effective_fetch_max_wait_ms)

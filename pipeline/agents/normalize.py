@@ -27,6 +27,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import Publisher
+from pipeline.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, Measurement, encode_records
 from pipeline.normalize import normalize_envelope
@@ -129,7 +130,7 @@ class NormalizeStage:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.effective_fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=MAX_FETCH_BYTES,
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
@@ -139,7 +140,7 @@ class NormalizeStage:
             acks="all",
             enable_idempotence=True,
             linger_ms=settings.producer_linger_ms,
-            max_batch_size=256 * 1024,
+            max_batch_size=MAX_BATCH_BYTES,
         )
         consumer.subscribe(list(raw_topics()), listener=_Ownership(self))
         await producer.start()
