@@ -16,12 +16,15 @@ At-least-once without duplicates across crashes, in three steps:
    for an hour gets its notifications when it comes back, in order); a permanent failure is
    logged and dropped.
 3. Before the first send of an entry, ``a:<id>`` (attempted) is written and acknowledged;
-   after a delivery, ``d:<id>`` is written and acknowledged, then ``o:<id>`` and ``a:<id>``
-   are deleted. An intent whose ``d:<id>`` exists is never sent again, so a restart re-sends
-   only what was not confirmed as delivered. The one window left is a crash between the
-   channel accepting a message and ``d:<id>`` reaching Kafka: no sender can close it against
-   a peer without idempotency keys. Such an entry is found with ``a:<id>`` and no ``d:<id>``
-   after the restart and re-sent once, with the same id and its title prefixed
+   after a delivery, ``d:<id>`` is written and ``o:<id>`` and ``a:<id>`` are deleted. A lane
+   takes what has queued up (at most :data:`DELIVERY_BATCH_MAX`) as one batch: its attempt
+   marks are acknowledged together before the first send, its delivered marks together
+   after the last (each is written as soon as its send succeeded). An intent whose
+   ``d:<id>`` exists is never sent again, so a restart re-sends only what was not confirmed
+   as delivered. The one window left is a crash between the channel accepting a message and
+   ``d:<id>`` reaching Kafka: no sender can close it against a peer without idempotency keys
+   (a batch widens it to the batch's sends). Such an entry is found with ``a:<id>`` and no
+   ``d:<id>`` after the restart and re-sent once, with the same id and its title prefixed
    :data:`POSSIBLE_DUPLICATE`, so people and receivers can tell the copy apart.
 
 ``alerts.v1`` and both tables have one partition: grouping, inhibition and rate limits look at
@@ -234,69 +237,129 @@ class NotificationStage:
         return sum(q.qsize() for q in self._queues.values())
 
     async def _deliver(self, channel: str, queue: asyncio.Queue[OutboxEntry]) -> None:
-        """Send one lane's entries one by one, in order; retry the head until it goes."""
+        """Send one lane's entries in order, in batches of what has queued up meanwhile."""
+        carried: list[OutboxEntry] = []
         while True:
-            entry = await queue.get()
-            notification = entry.notification
-            delivered = f"d:{notification.id}"
-            attempted = f"a:{notification.id}"
-            if delivered not in self.log:
-                if attempted in self.log:
-                    # An earlier process sent it and died before recording the outcome: the
-                    # channel may have it. Say so, with the same id, so people and receivers
-                    # can drop the copy (a non-idempotent peer leaves no other way).
-                    notification = possible_duplicate(notification)
-                    logger.warning(
-                        "notification re-sent after an interrupted delivery channel=%s id=%s",
-                        channel,
-                        notification.id,
-                    )
-                else:
-                    self.log[attempted] = AttemptMark(now_ms())
-                    await self.log.flush_confirmed()
-                await self._send_until_settled(channel, notification)
-            if f"o:{notification.id}" in self.log:
-                del self.log[f"o:{notification.id}"]
-            if attempted in self.log:
-                del self.log[attempted]
-            await self.log.flush_confirmed()
+            batch = carried or [await queue.get()]
+            while len(batch) < DELIVERY_BATCH_MAX and not queue.empty():
+                batch.append(queue.get_nowait())
+            carried = await self._deliver_batch(channel, batch)
 
-    async def _send_until_settled(self, channel: str, notification: Notification) -> None:
-        """Send; retry a retryable failure with backoff, forever; drop a permanent one."""
-        delay = 1.0
-        while True:
-            try:
-                await self.notifier.send_checked(notification)
-            except NotifyError as exc:
-                if not exc.retryable:
-                    logger.error(
-                        "notification dropped, permanent failure channel=%s id=%s reason=%s",
-                        channel,
-                        notification.id,
-                        exc.reason,
-                    )
-                    return
+    async def _deliver_batch(self, channel: str, batch: list[OutboxEntry]) -> list[OutboxEntry]:
+        """Send ``batch`` in order; returns the entries left for the next round.
+
+        One acknowledged write of the batch's attempt marks before its first send, one at its
+        end for the delivered marks (each written as soon as its send succeeded, so it is
+        usually durable long before): two waits per batch instead of two per notification.
+        A retryable failure withdraws the attempt marks of the entries behind it (so a crash
+        during a long outage does not label never-sent notifications as possible duplicates),
+        retries its entry until it settles, and hands the rest back.
+        """
+        sends: list[Notification | None] = []
+        fresh: set[str] = set()  # attempt marks this round wrote
+        for entry in batch:
+            notification = entry.notification
+            attempted = f"a:{notification.id}"
+            if f"d:{notification.id}" in self.log:
+                sends.append(None)
+            elif attempted in self.log:
+                # An earlier process sent it and died before recording the outcome: the
+                # channel may have it. Say so, with the same id, so people and receivers can
+                # drop the copy (a non-idempotent peer leaves no other way).
+                sends.append(possible_duplicate(notification))
                 logger.warning(
-                    "notification will be retried channel=%s id=%s in_s=%.0f reason=%s",
+                    "notification re-sent after an interrupted delivery channel=%s id=%s",
                     channel,
                     notification.id,
-                    delay,
-                    exc.reason,
                 )
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                delay = min(delay * 2, self._retry_max_delay)
-                continue
-            # Only this write, not the whole producer: the shorter the gap between the
-            # channel accepting and this mark being durable, the rarer a re-send after a kill.
-            self.log[f"d:{notification.id}"] = DeliveredMark(now_ms())
+            else:
+                self.log[attempted] = AttemptMark(now_ms())
+                fresh.add(attempted)
+                sends.append(notification)
+        if fresh:
             await self.log.flush_confirmed()
-            return
+        for i, (entry, send) in enumerate(zip(batch, sends, strict=True)):
+            if send is not None:
+                failure = await self._send_once(send)
+                if failure is not None and failure.retryable:
+                    rest = batch[i + 1 :]
+                    for later in rest:
+                        mark = f"a:{later.notification.id}"
+                        if mark in fresh:
+                            del self.log[mark]
+                    await self.log.flush_confirmed()
+                    delivered = await self._send_until_settled(channel, send, failure)
+                    self._settle(entry, delivered=delivered)
+                    await self.log.flush_confirmed()
+                    return rest
+                if failure is not None:
+                    _log_dropped(channel, send, failure)
+                self._settle(entry, delivered=failure is None)
+            else:
+                self._settle(entry, delivered=False)
+            self.log.flush()  # on its way now; acknowledged by the wait below
+        await self.log.flush_confirmed()
+        return []
 
+    def _settle(self, entry: OutboxEntry, *, delivered: bool) -> None:
+        """Record a delivery (``d:<id>``) and drop the entry's outbox and attempt marks."""
+        key = entry.notification.id
+        if delivered:
+            self.log[f"d:{key}"] = DeliveredMark(now_ms())
+        for mark in (f"o:{key}", f"a:{key}"):
+            if mark in self.log:
+                del self.log[mark]
+
+    async def _send_once(self, notification: Notification) -> NotifyError | None:
+        """One send (with the notifier's own fast retries); the failure, or None if sent."""
+        try:
+            await self.notifier.send_checked(notification)
+        except NotifyError as exc:
+            return exc
+        return None
+
+    async def _send_until_settled(
+        self, channel: str, notification: Notification, failure: NotifyError
+    ) -> bool:
+        """After a retryable ``failure``: retry with backoff, forever, until the send goes
+        (True) or fails permanently (logged and dropped: False)."""
+        delay = 1.0
+        while failure.retryable:
+            logger.warning(
+                "notification will be retried channel=%s id=%s in_s=%.0f reason=%s",
+                channel,
+                notification.id,
+                delay,
+                failure.reason,
+            )
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, self._retry_max_delay)
+            next_failure = await self._send_once(notification)
+            if next_failure is None:
+                return True
+            failure = next_failure
+        _log_dropped(channel, notification, failure)
+        return False
+
+
+def _log_dropped(channel: str, notification: Notification, failure: NotifyError) -> None:
+    logger.error(
+        "notification dropped, permanent failure channel=%s id=%s reason=%s",
+        channel,
+        notification.id,
+        failure.reason,
+    )
+
+
+DELIVERY_BATCH_MAX = 32
+"""Most entries of one lane whose attempt marks are written (and acknowledged) together.
+A kill during a batch can leave up to this many sends per lane of unknown outcome; each is
+re-sent once, marked :data:`POSSIBLE_DUPLICATE`."""
 
 DELIVERY_LANES = 4
 """Notifications of one channel in flight at once, each lane in order (see
-:func:`delivery_lane`). One at a time capped a channel near 30 notifications/s: each send
-waits for two acknowledged marks and an HTTP round trip."""
+:func:`delivery_lane`). One at a time capped a channel near 30 notifications/s when each send
+waited for two acknowledged marks and an HTTP round trip."""
 
 
 def delivery_lane(notification: Notification) -> int:
