@@ -1,10 +1,13 @@
 """Full pipeline and alert latency: the real worker process, fed raw envelopes through Kafka.
 
 Throughput: the worker is started on empty topics and waits ready; then a multi-family mix of
-raw envelopes is written and we time until the worker's consumer group has committed every
-raw, canonical and alert record, so the figure covers normalize -> rules -> notification calls
-at-least-once. Notifications go to a ``null://`` apprise channel (the whole delivery path, no
-network peer), so the figure is the pipeline's, not a webhook's.
+raw envelopes is written and we time until the worker's consumer groups have committed every
+raw, canonical and alert record *and* every alert transition has been delivered as a
+notification (counted in the worker's ``--alerts-out`` file), so the figure covers normalize
+-> rules -> notification calls, at-least-once. Notifications go to a ``null://`` apprise
+channel (the whole delivery path, no network peer), so the figure is the pipeline's, not a
+webhook's. (Until 2026-11-22 the clock stopped at the commits, so delivery work still queued
+then was left out of the figure.)
 
 Latency: envelopes are written at a fixed rate (half the measured maximum) whose
 ``received_at_ms`` is the moment of writing, as a producer stamps it; notifications go to a
@@ -107,6 +110,22 @@ def _all_committed(bootstrap: str, app_id: str, partitions: int) -> bool:
     return True
 
 
+def _transitions(bootstrap: str, app_id: str, partitions: int) -> int:
+    """Alert transitions the worker has written (each becomes one notification here: one
+    group per alert, no waits)."""
+    counts = {t.name: t.partitions for t in all_topics(app_id, partitions)}
+    return sum(end_offsets(bootstrap, {ALERTS_TOPIC: counts[ALERTS_TOPIC]}).values())
+
+
+def _delivered(alerts_out: Path) -> int:
+    """Notifications the worker delivered (one JSON line each in its ``--alerts-out`` file)."""
+    try:
+        with alerts_out.open("rb") as lines:
+            return sum(1 for _ in lines)
+    except FileNotFoundError:
+        return 0
+
+
 def run_pipeline_throughput(
     bootstrap: str, embedded: bool, create: Any, events: int, partitions: int, entities: int
 ) -> dict[str, float]:
@@ -116,16 +135,25 @@ def run_pipeline_throughput(
     with tempfile.TemporaryDirectory(prefix="sw-bench-") as tmp:
         workdir = Path(tmp)
         log = workdir / "worker.log"
-        proc = start_worker(_worker_env(bootstrap, embedded, app_id, partitions, workdir), log)
+        alerts_out = workdir / "delivered.jsonl"
+        env = _worker_env(bootstrap, embedded, app_id, partitions, workdir)
+        env["STREAMWARDEN_ALERTS_OUT"] = str(alerts_out)
+        proc = start_worker(env, log)
         try:
             _wait_ready(log, proc, 120)
             cpu_before = process_usage(proc.pid).cpu_s
             started = time.perf_counter()
             fill(bootstrap, mixed_envelopes(events, entities=entities))
             done = wait_until(
-                lambda: _all_committed(bootstrap, app_id, partitions), 600, interval=0.1
+                lambda: (
+                    _all_committed(bootstrap, app_id, partitions)
+                    and _delivered(alerts_out) >= _transitions(bootstrap, app_id, partitions)
+                ),
+                600,
+                interval=0.1,
             )
             elapsed = time.perf_counter() - started
+            notifications = _delivered(alerts_out)
             usage = process_usage(proc.pid)
             if not done:
                 raise RuntimeError(f"worker did not finish: {log.read_text()[-2000:]}")
@@ -136,6 +164,7 @@ def run_pipeline_throughput(
         "events": float(events),
         "elapsed_s": elapsed,
         "events_per_s": events / elapsed,
+        "notifications": float(notifications),
         "cpu_s_per_1000": (usage.cpu_s - cpu_before) / events * 1000,
         "rss_mb": usage.peak_rss_mb,
     }
