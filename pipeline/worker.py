@@ -261,8 +261,18 @@ class _Worker(faust.Worker):
 
     secrets: list[str] = []
 
-    def on_setup_root_logger(self, _logger: logging.Logger, _level: int) -> None:
+    def on_setup_root_logger(self, _logger: logging.Logger, level: int) -> None:
         install_secret_filter(self.secrets)
+        quiet_library_info(level)
+
+
+def quiet_library_info(level: int) -> None:
+    """Below DEBUG, keep apprise's per-send INFO lines ("Notifying 1 service(s).", "Sent ...
+    notification.") out of the log: the worker logs each delivery itself, once, and at a
+    hundred notifications a second formatting apprise's two extra lines per send cost a tenth
+    of the worker's CPU (py-spy, ``benchmarks/README.md``). Its warnings and errors stay."""
+    if level > logging.DEBUG:
+        logging.getLogger("apprise").setLevel(logging.WARNING)
 
 
 def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
