@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 #: The dead-letter topic (the same name as ``pipeline.topics.DEADLETTER_TOPIC``).
 DEADLETTER_TOPIC = "deadletter.v1"
+#: How long the producer gathers envelopes into one batch: 5 ms of latency for batches the
+#: broker and the worker's fetches handle many frames at a time.
+PRODUCER_LINGER_MS = 5
 #: Most bytes of a refused frame kept in its dead letter.
 EXCERPT_BYTES = 1024
 #: Extra text redacted beyond the excerpt, so a secret cut by the excerpt's end is masked whole.
@@ -318,7 +321,7 @@ class KafkaSink:
             client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            linger_ms=PRODUCER_LINGER_MS,
         )
         return producer
 

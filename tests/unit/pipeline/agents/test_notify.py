@@ -22,11 +22,13 @@ from pipeline.notify.sender import Notifier
 
 
 class SlowAckTable:
-    """``data`` and ``send_changelog`` of a faust table; a write is acknowledged 5 ms later."""
+    """``data`` and ``send_changelog`` of a faust table; a write is acknowledged 5 ms later.
+    Every acknowledgement sets :attr:`changed`."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.acked: list[tuple[str, bool]] = []  # (key, written) in order of acknowledgement
+        self.changed = asyncio.Event()
 
     def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -34,6 +36,7 @@ class SlowAckTable:
         def ack() -> None:
             self.acked.append((key.decode().removeprefix("p0|"), value is not None))
             future.set_result(None)
+            self.changed.set()
 
         asyncio.get_running_loop().call_later(0.005, ack)
         return future
@@ -59,6 +62,7 @@ class RecordingNotifier:
         if pending:
             raise pending.pop(0)
         self.sent.append((notification.id, notification.title, self.log.durable()))
+        self.log.changed.set()
 
 
 def notification(n: int, group: str = "g") -> Notification:
@@ -77,18 +81,17 @@ def notification(n: int, group: str = "g") -> Notification:
 
 
 def stage_over(log: SlowAckTable, notifier: RecordingNotifier) -> NotificationStage:
-    stage = NotificationStage(
-        cast(Dispatcher, None), cast(Notifier, notifier), SlowAckTable(), log
-    )
+    stage = NotificationStage(cast(Dispatcher, None), cast(Notifier, notifier), SlowAckTable(), log)
     stage.activate()
     return stage
 
 
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
+async def until(log: SlowAckTable, condition: Any) -> None:
+    """Wait until ``condition()`` holds, re-checking after each send and acknowledgement."""
+    async with asyncio.timeout(5.0):
+        while not condition():
+            log.changed.clear()
+            await log.changed.wait()
 
 
 async def test_each_send_follows_its_acknowledged_attempt_mark_and_ends_delivered() -> None:
@@ -97,7 +100,7 @@ async def test_each_send_follows_its_acknowledged_attempt_mark_and_ends_delivere
     stage = stage_over(log, notifier)
     stage.accept([notification(n) for n in range(5)])
     await stage.flush_tables()
-    await until(lambda: len(notifier.sent) == 5 and not stage.log.pending_writes)
+    await until(log, lambda: len(notifier.sent) == 5 and not stage.log.pending_writes)
     await stage.log.flush_confirmed()
 
     assert [sent_id for sent_id, _, _ in notifier.sent] == [f"n{n}" for n in range(5)]
@@ -120,7 +123,7 @@ async def test_a_retryable_failure_withdraws_the_attempt_marks_behind_it(
     stage = stage_over(log, notifier)
     stage.accept([notification(n) for n in range(4)])
     await stage.flush_tables()
-    await until(lambda: len(notifier.sent) == 4 and not stage.log.pending_writes)
+    await until(log, lambda: len(notifier.sent) == 4 and not stage.log.pending_writes)
     await stage.log.flush_confirmed()
 
     assert [sent_id for sent_id, _, _ in notifier.sent] == ["n0", "n1", "n2", "n3"]
@@ -137,13 +140,11 @@ async def test_a_retryable_failure_withdraws_the_attempt_marks_behind_it(
 
 async def test_a_permanent_failure_is_dropped_without_a_delivered_mark() -> None:
     log = SlowAckTable()
-    notifier = RecordingNotifier(
-        log, failures={"n0": [NotifyError("ops", "401", retryable=False)]}
-    )
+    notifier = RecordingNotifier(log, failures={"n0": [NotifyError("ops", "401", retryable=False)]})
     stage = stage_over(log, notifier)
     stage.accept([notification(0), notification(1)])
     await stage.flush_tables()
-    await until(lambda: len(notifier.sent) == 1 and not stage.log.pending_writes)
+    await until(log, lambda: len(notifier.sent) == 1 and not stage.log.pending_writes)
     await stage.log.flush_confirmed()
 
     assert [sent_id for sent_id, _, _ in notifier.sent] == ["n1"]
@@ -158,14 +159,14 @@ async def test_restart_resends_only_unconfirmed_attempts_marked_as_possible_dupl
     stage.accept([notification(n) for n in range(3)])
     await stage.flush_tables()
     # n0 and n1 delivered; n2 failed once and waits for its retry, its mark still held
-    await until(lambda: len(first.sent) == 2 and "d:n1" in log.durable())
+    await until(log, lambda: len(first.sent) == 2 and "d:n1" in log.durable())
     await stage.deactivate()  # the process dies here: nothing more is written
 
     # what a kill after n2's (unknown) send would leave: its attempt mark without a delivery
     assert {"o:n2", "a:n2"} <= log.durable()
     second = RecordingNotifier(log)
     restarted = stage_over(log, second)  # same durable log, as recovered from the changelog
-    await until(lambda: len(second.sent) == 1 and not restarted.log.pending_writes)
+    await until(log, lambda: len(second.sent) == 1 and not restarted.log.pending_writes)
     await restarted.log.flush_confirmed()
 
     assert [(sent_id, title) for sent_id, title, _ in second.sent] == [
