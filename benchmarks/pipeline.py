@@ -45,7 +45,14 @@ from benchmarks.common import (
     wait_until,
 )
 from pipeline.agents.normalize import normalize_group
-from pipeline.topics import ALERTS_TOPIC, MEASUREMENTS_TOPIC, STATES_TOPIC, all_topics, raw_topics
+from pipeline.topics import (
+    ALERTS_PARTITIONS,
+    ALERTS_TOPIC,
+    MEASUREMENTS_TOPIC,
+    STATES_TOPIC,
+    all_topics,
+    raw_topics,
+)
 from producers.envelope import RawEnvelope, encode_envelope, now_ms
 from producers.sink import PRODUCER_LINGER_MS
 
@@ -115,11 +122,10 @@ def _all_committed(bootstrap: str, app_id: str, partitions: int) -> bool:
     return True
 
 
-def _transitions(bootstrap: str, app_id: str, partitions: int) -> int:
+def _transitions(bootstrap: str) -> int:
     """Alert transitions the worker has written (each becomes one notification here: one
     group per alert, no waits)."""
-    counts = {t.name: t.partitions for t in all_topics(app_id, partitions)}
-    return sum(end_offsets(bootstrap, {ALERTS_TOPIC: counts[ALERTS_TOPIC]}).values())
+    return sum(end_offsets(bootstrap, {ALERTS_TOPIC: ALERTS_PARTITIONS}).values())
 
 
 def _delivered(alerts_out: Path) -> int:
@@ -152,7 +158,7 @@ def run_pipeline_throughput(
             done = wait_until(
                 lambda: (
                     _all_committed(bootstrap, app_id, partitions)
-                    and _delivered(alerts_out) >= _transitions(bootstrap, app_id, partitions)
+                    and _delivered(alerts_out) >= _transitions(bootstrap)
                 ),
                 600,
                 interval=0.1,
