@@ -35,17 +35,21 @@ and not the other. The interleaving of transitions of *different* alerts in the 
 can differ (a live timer may fire between two records where replay waits for the next
 record); consumers key by fingerprint.
 
-Timers (:class:`~pipeline.rules.due.DueIndex`): at most one live due time per key (the
-earliest known); when a key's due time moves later the old entry stays and is re-checked
-when it comes due, when it moves earlier a new one is added. Entries that no longer match
-(rescheduled, deleted, no longer due) are skipped. :meth:`~RuleRuntime.rebuild` refills the
-timers from the state, e.g.
-after a partition assignment; :meth:`~RuleRuntime.set_engine` swaps in a reloaded engine.
+Timers (:class:`~pipeline.rules.due.DueIndex`, a multiset of ``(due, key)`` entries): the
+runtime keeps every entry that has a deadline covered by an entry of its key at or before
+that deadline. A write that gives an entry its first deadline, or an earlier one, adds an
+entry; one that moves the deadline later adds nothing (the earlier entry is re-checked when it
+comes due and rescheduled then), so a record that moves an absence deadline costs no timer.
+A popped key whose entry is gone, has no deadline or is not due yet is skipped (rescheduled
+at its real deadline in the last case). :meth:`~RuleRuntime.rebuild` refills the timers from
+the state, e.g. after a partition assignment; :meth:`~RuleRuntime.set_engine` swaps in a
+reloaded engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Final
 
 from pipeline.models import AlertTransition
 from pipeline.rules.due import DueIndex
@@ -54,21 +58,39 @@ from pipeline.rules.engine import EngineState, Record, RuleEngine
 __all__ = ["RuleRuntime"]
 
 
+_UNKNOWN: Final = object()
+"""What a key held before an engine call, when the engine wrote it without reading it."""
+
+
 class _Tracked(MutableMapping[str, EngineState]):
-    """The caller's state, noting which keys the engine wrote so their timers follow."""
+    """The caller's state, noting which keys the engine wrote (so their timers follow) and
+    what each accessed key held before (so an unchanged deadline needs no new timer)."""
 
     def __init__(self, inner: MutableMapping[str, EngineState]) -> None:
         self.inner = inner
         self.touched: dict[str, EngineState | None] = {}
+        self.before: dict[str, object] = {}
 
     def __getitem__(self, key: str) -> EngineState:
-        return self.inner[key]
+        try:
+            value = self.inner[key]
+        except KeyError:
+            if key not in self.before:
+                self.before[key] = None
+            raise
+        if key not in self.before:
+            self.before[key] = value
+        return value
 
     def __setitem__(self, key: str, value: EngineState) -> None:
+        if key not in self.before:
+            self.before[key] = _UNKNOWN
         self.inner[key] = value
         self.touched[key] = value
 
     def __delitem__(self, key: str) -> None:
+        if key not in self.before:
+            self.before[key] = _UNKNOWN
         del self.inner[key]
         self.touched[key] = None
 
@@ -111,7 +133,7 @@ class RuleRuntime:
 
     @property
     def timers(self) -> int:
-        """Keys with a scheduled due time."""
+        """Timer entries held, including stale ones not yet due (dropped when they come)."""
         return len(self._timers)
 
     def set_engine(self, engine: RuleEngine) -> None:
@@ -122,10 +144,10 @@ class RuleRuntime:
         until a :meth:`rebuild`.
         """
         self._engine = engine
-        scheduled = self._timers.keys()
+        scheduled = sorted(self._timers.keys())
         self._timers.clear()
         for key in scheduled:
-            entry = self._state.get(key)
+            entry = self._state.inner.get(key)
             if entry is not None:
                 self._schedule(key, engine.deadline(key, entry))
 
@@ -158,33 +180,52 @@ class RuleRuntime:
         clock = self._clock
         if clock is None:
             return out
+        inner = self._state.inner
         for _due, key in self._timers.pop_due(clock):
-            entry = self._state.get(key)
+            entry = inner.get(key)
             if entry is None:
                 continue
             actual = self._engine.deadline(key, entry)
             if actual is None:
                 continue
-            if actual > clock:
+            if actual > clock:  # moved later since: this was the entry covering it
                 self._schedule(key, actual)
                 continue
             out.extend(self._engine.expire(self._state, key, clock))
             self._follow_writes()
-            entry = self._state.get(key)
+            entry = inner.get(key)
             again = None if entry is None else self._engine.deadline(key, entry)
             if again is not None and again <= clock:  # a bug in an evaluator: fail loudly
                 raise RuntimeError(f"entry {key} is still due after expire at {clock}")
+            # The popped entry covered the old deadline; the new one (later) needs its own.
             self._schedule(key, again)
         return out
 
     def _follow_writes(self) -> None:
-        touched = self._state.touched
-        if not touched:
-            return
-        for key, entry in touched.items():
-            if entry is not None:
-                self._schedule(key, self._engine.deadline(key, entry))
-        touched.clear()
+        """Add a timer entry for each written key whose deadline is new or moved earlier.
+
+        A deadline that stayed or moved later is still covered by the entry that covered
+        the old one (see the module docstring): most records touch an open window or push an
+        absence deadline on, and cost no timer.
+        """
+        tracked = self._state
+        touched, before = tracked.touched, tracked.before
+        if touched:
+            deadline = self._engine.deadline
+            for key, entry in touched.items():
+                if entry is None:
+                    continue
+                due = deadline(key, entry)
+                if due is None:
+                    continue
+                previous = before.get(key, _UNKNOWN)
+                if previous is not None and previous is not _UNKNOWN:
+                    covered = deadline(key, previous)  # type: ignore[arg-type]
+                    if covered is not None and covered <= due:
+                        continue
+                self._timers.schedule(key, due)
+            touched.clear()
+        before.clear()
 
     def _schedule(self, key: str, due: int | None) -> None:
         if due is not None:

@@ -1,4 +1,4 @@
-"""DueIndex: earliest due time per key, popped in (due, key) order, shared buckets."""
+"""DueIndex: a multiset of (due, key) entries popped in (due, key) order, shared buckets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.rules.due import DueIndex
+
+FINGERPRINT = "1324ac7e2912af88"
 
 
 def test_keys_sharing_a_due_time_share_a_bucket_and_pop_in_key_order() -> None:
@@ -19,31 +21,46 @@ def test_keys_sharing_a_due_time_share_a_bucket_and_pop_in_key_order() -> None:
     assert len(index) == 0 and index.earliest() is None
 
 
-def test_a_later_due_time_is_ignored_an_earlier_one_replaces() -> None:
+def test_a_key_twice_in_one_bucket_pops_once_and_in_two_buckets_twice() -> None:
     index = DueIndex()
     index.schedule("k", 100)
-    index.schedule("k", 200)  # later: the key stays due at 100
-    assert index.get("k") == 100
-    index.schedule("k", 40)  # earlier: the 100 entry becomes stale
-    assert index.earliest() == 40
-    assert list(index.pop_due(1000)) == [(40, "k")]  # once, not again at 100
-
-
-def test_stale_buckets_do_not_count_as_earliest() -> None:
-    index = DueIndex()
     index.schedule("k", 100)
     index.schedule("k", 40)
-    assert list(index.pop_due(40)) == [(40, "k")]
-    assert index.earliest() is None  # the bucket at 100 only holds the stale entry
+    assert len(index) == 3  # entries, repeats included
+    assert index.keys() == {"k"}
+    assert index.earliest() == 40
+    assert list(index.pop_due(1000)) == [(40, "k"), (100, "k")]
+    assert len(index) == 0
 
 
-@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 50)), max_size=60))
-def test_pops_what_a_dict_of_earliest_due_times_says(ops: list[tuple[str, int]]) -> None:
+def test_fingerprints_are_packed_and_come_back_as_the_same_text() -> None:
     index = DueIndex()
-    model: dict[str, int] = {}
+    index.schedule(FINGERPRINT, 100)
+    bucket = index._buckets[100]
+    assert list(bucket.fingerprints) == [int(FINGERPRINT, 16)] and bucket.others == []
+    assert list(index.pop_due(100)) == [(100, FINGERPRINT)]
+
+
+def test_keys_that_only_look_like_fingerprints_are_kept_as_text() -> None:
+    index = DueIndex()
+    lookalikes = ["1324AC7E2912AF88", "1324_c7e2912af88", "+324ac7e2912af88", "1324ac7e2912af8"]
+    for key in lookalikes:
+        index.schedule(key, 7)
+    assert list(index._buckets[7].fingerprints) == []
+    assert [key for _due, key in index.pop_due(7)] == sorted(lookalikes)
+
+
+_keys = st.sampled_from(["a", "b", "ffffffffffffffff", "0000000000000000", FINGERPRINT, "0x1"])
+
+
+@given(st.lists(st.tuples(_keys, st.integers(0, 50)), max_size=60))
+def test_pops_each_distinct_entry_once_in_order(ops: list[tuple[str, int]]) -> None:
+    index = DueIndex()
     for key, due in ops:
         index.schedule(key, due)
-        model[key] = min(due, model.get(key, due))
-    assert len(index) == len(model)
-    assert list(index.pop_due(25)) == sorted((d, k) for k, d in model.items() if d <= 25)
-    assert list(index.pop_due(50)) == sorted((d, k) for k, d in model.items() if d > 25)
+    assert len(index) == len(ops)
+    assert index.keys() == {key for key, _due in ops}
+    distinct = sorted(set((due, key) for key, due in ops))
+    assert list(index.pop_due(25)) == [(d, k) for d, k in distinct if d <= 25]
+    assert list(index.pop_due(50)) == [(d, k) for d, k in distinct if d > 25]
+    assert len(index) == 0
