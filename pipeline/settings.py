@@ -32,6 +32,12 @@ class PipelineSettings(BaseSettings):
         batch_within: seconds an agent waits to fill a batch; bounds added latency per hop.
         producer_linger_ms: how long the Kafka producer waits to fill a batch (latency per hop
             against fewer, larger produce requests).
+        canonical_linger_ms: the same for the normalize stage's canonical records. Longer by
+            default: the stage writes a small message per partition per batch, and the rule
+            stage's consumer then reads them one record batch per partition per fetch on the
+            embedded broker; at a steady 3,000 frames/s 20 ms took the alert latency from
+            p50 1.2-5 s to 0.13-1 s (5 ms before). The stage does not wait on it: its
+            acknowledgements are awaited while it works on the next batch.
         session_timeout_s: how long a silent worker keeps its partitions; after a crash, the
             others take them over after this long (faust's default of 60 s is too slow for
             alerting).
@@ -58,6 +64,7 @@ class PipelineSettings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1)
     batch_within: float = Field(default=0.02, gt=0)
     producer_linger_ms: int = Field(default=5, ge=0, le=1000)
+    canonical_linger_ms: int = Field(default=20, ge=0, le=1000)
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
     rebalance_timeout_s: float = Field(default=60.0, gt=0)

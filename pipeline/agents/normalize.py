@@ -3,12 +3,16 @@
 The stage is stateless, so it runs as a plain aiokafka consumer group inside the worker, not as
 a faust agent: faust's per-message path (consumer thread, conductor, stream, acks) cost more
 than the normalizers themselves (profile in ``benchmarks/README.md``). Each ``getmany`` batch
-is normalized; its output is written (canonical records as one JSON array per topic and
-partition, see :class:`CanonicalBatch`; bad frames to ``deadletter.v1`` with the reason) and
-acknowledged by Kafka; only then are the batch's offsets committed. At-least-once: a crash
-or a rebalance before the commit makes the next owner normalize the batch again, and the rule
-engine treats the repeated records as redeliveries. A failure to write ends the process at
-once (:func:`~pipeline.agents.crash.exit_now`), before anything is committed.
+is normalized and its output written (canonical records as one JSON array per topic and
+partition, see :class:`CanonicalBatch`; bad frames to ``deadletter.v1`` with the reason). The
+stage goes on with the next batch while Kafka acknowledges those writes; a batch's offsets are
+committed, in order, only once its writes and those of every earlier batch are acknowledged
+(:class:`~pipeline.agents.commits.OrderedCommits`, at most :data:`BATCHES_IN_FLIGHT` batches
+waiting). At-least-once: a crash or a rebalance before the commit makes the next owner
+normalize the batch again, and the rule engine treats the repeated records as redeliveries.
+Before partitions move in a rebalance the stage waits for its in-flight commits. A failure to
+write ends the process at once (:func:`~pipeline.agents.crash.exit_now`), before the failed
+batch or any later one is committed.
 
 The consumer group is ``<app_id>-normalize`` (:func:`normalize_group`); every worker joins it,
 so raw partitions are shared among workers like the faust agents' partitions are.
@@ -16,6 +20,7 @@ so raw partitions are shared among workers like the faust agents' partitions are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
@@ -24,6 +29,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from pipeline.agents.commits import Offsets, OrderedCommits
 from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import Publisher
@@ -35,7 +41,13 @@ from pipeline.settings import PipelineSettings
 from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC, partition_of, raw_topics
 from producers.envelope import decode_envelope
 
-__all__ = ["MAX_RECORDS_PER_MESSAGE", "CanonicalBatch", "NormalizeStage", "normalize_group"]
+__all__ = [
+    "BATCHES_IN_FLIGHT",
+    "MAX_RECORDS_PER_MESSAGE",
+    "CanonicalBatch",
+    "NormalizeStage",
+    "normalize_group",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +55,8 @@ MAX_RECORDS_PER_MESSAGE = 500
 """Canonical records per Kafka message (about 100 KB of JSON): well under Kafka's 1 MB."""
 GETMANY_TIMEOUT_MS = 100
 """Longest wait for a batch; also how often the stage re-checks whether it has caught up."""
+BATCHES_IN_FLIGHT = 4
+"""Batches whose writes may await acknowledgement while the stage works on the next one."""
 
 
 def normalize_group(app_id: str) -> str:
@@ -113,13 +127,20 @@ class NormalizeStage:
         self._settings = settings
         self._counters = counters
         self._assigned = False
+        self._commits: OrderedCommits | None = None
         self.caught_up = False
 
-    def on_ownership(self, assigned: bool) -> None:
-        """Partitions were revoked (False) or assigned (True; possibly none) by the group."""
+    async def on_ownership(self, assigned: bool) -> None:
+        """Partitions were revoked (False) or assigned (True; possibly none) by the group.
+
+        On revocation the batches in flight are committed first, while this member still
+        owns their partitions (their writes are acknowledged by then, or the worker exits).
+        """
         self._assigned = assigned
         if not assigned:
             self.caught_up = False
+            if self._commits is not None:
+                await self._commits.drain()
 
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping); a failed write ends the process."""
@@ -139,7 +160,7 @@ class NormalizeStage:
             bootstrap_servers=settings.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
+            linger_ms=settings.canonical_linger_ms,
             max_batch_size=MAX_BATCH_BYTES,
         )
         consumer.subscribe(list(raw_topics()), listener=_Ownership(self))
@@ -154,23 +175,32 @@ class NormalizeStage:
             await producer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer, publisher: Publisher) -> None:
-        while True:
-            batches = await consumer.getmany(
-                timeout_ms=GETMANY_TIMEOUT_MS, max_records=self._settings.batch_max
-            )
-            if batches:
-                try:
-                    await self._normalize(batches, publisher)
-                except Exception as exc:  # Kafka refused our writes, or a bug: see docstring
-                    exit_now("normalize", exc)
-                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                try:
-                    await consumer.commit(offsets)
-                except (CommitFailedError, IllegalStateError) as exc:
-                    # Partitions moved in a rebalance: their new owner normalizes the batch
-                    # again (at-least-once), nothing is lost.
-                    logger.warning("normalize commit refused, batch will be redone: %s", exc)
-            self.caught_up = self._assigned and await _caught_up(consumer)
+        async def commit(offsets: Offsets) -> None:
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # Partitions moved in a rebalance: their new owner normalizes the batch again
+                # (at-least-once), nothing is lost.
+                logger.warning("normalize commit refused, batch will be redone: %s", exc)
+
+        commits = self._commits = OrderedCommits(commit, BATCHES_IN_FLIGHT)
+        committer = asyncio.create_task(_commit_or_exit(commits))
+        try:
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=GETMANY_TIMEOUT_MS, max_records=self._settings.batch_max
+                )
+                if batches:
+                    try:
+                        await self._normalize(batches, publisher)
+                    except Exception as exc:  # a bug, or the producer refused: see docstring
+                        exit_now("normalize", exc)
+                    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    await commits.add(offsets, publisher.take_pending())
+                self.caught_up = self._assigned and not len(commits) and await _caught_up(consumer)
+        finally:
+            self._commits = None
+            committer.cancel()
 
     async def _normalize(self, batches: dict[Any, list[Any]], publisher: Publisher) -> None:
         counters = self._counters
@@ -188,7 +218,6 @@ class NormalizeStage:
         for topic, partition, value in batch.messages():
             await publisher.send(topic, None, value, partition=partition)
             counters["canonical_messages"] += 1
-        await publisher.confirm()
 
 
 def _normalize_one(message: Any) -> Sequence[CanonicalRecord] | str:
@@ -218,10 +247,20 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stage = stage
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self._stage.on_ownership(False)
+        await self._stage.on_ownership(False)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self._stage.on_ownership(True)
+        await self._stage.on_ownership(True)
+
+
+async def _commit_or_exit(commits: OrderedCommits) -> None:
+    """Run the committer; writes Kafka refused end the process (nothing after them commits)."""
+    try:
+        await commits.run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        exit_now("normalize", exc)
 
 
 async def _caught_up(consumer: AIOKafkaConsumer) -> bool:

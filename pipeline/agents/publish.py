@@ -45,12 +45,21 @@ class Publisher:
         Raises:
             PublishError: any record was not written (the cause is chained).
         """
+        await self.take_pending()
+
+    def take_pending(self) -> Awaitable[None]:
+        """What :meth:`confirm` waits for, detached: everything sent until now, and nothing
+        sent after. For a caller that goes on sending the next batch meanwhile."""
         pending, self._pending = self._pending, []
-        if not pending:
-            return
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise PublishError(
-                f"{len(failed)} of {len(results)} records were not written to Kafka"
-            ) from failed[0]
+        return _confirmed(pending)
+
+
+async def _confirmed(pending: list[Awaitable[Any]]) -> None:
+    if not pending:
+        return
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise PublishError(
+            f"{len(failed)} of {len(results)} records were not written to Kafka"
+        ) from failed[0]
