@@ -21,7 +21,6 @@ __all__ = [
     "Measurement",
     "RawEnvelope",
     "StateEvent",
-    "decode_measurement",
     "decode_measurements",
     "decode_state_events",
     "encode_record",
@@ -140,8 +139,6 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 
 _encoder = msgspec.json.Encoder()
-_measurement_decoder = msgspec.json.Decoder(Measurement)
-_state_event_decoder = msgspec.json.Decoder(StateEvent)
 _measurements_decoder = msgspec.json.Decoder(list[Measurement] | Measurement)
 _state_events_decoder = msgspec.json.Decoder(list[StateEvent] | StateEvent)
 _alert_decoder = msgspec.json.Decoder(AlertTransition)
@@ -153,11 +150,11 @@ def encode_record(record: Measurement | StateEvent | AlertTransition | DeadLette
 
 
 def encode_records(records: Sequence[CanonicalRecord]) -> bytes:
-    """Serialize one entity's canonical records of one raw message as a JSON array.
+    """Serialize canonical records as one JSON array.
 
-    Why arrays: a raw frame often yields several records of one entity (an aliunid frame
-    carries every metric of a meter). One Kafka record per frame and entity instead of one
-    per reading halves what crosses the consumer's per-message machinery downstream.
+    Why arrays: the normalize stage writes one Kafka message per batch, topic and partition
+    (:class:`~pipeline.agents.normalize.CanonicalBatch`), so the rule stage pays faust's
+    per-message machinery per batch, not per reading.
     """
     return _encoder.encode(records)
 
@@ -172,16 +169,6 @@ def decode_state_events(data: bytes) -> list[StateEvent]:
     """Parse a ``states.v1`` value: an array of state events, or a single one."""
     value = _state_events_decoder.decode(data)
     return value if isinstance(value, list) else [value]
-
-
-def decode_measurement(data: bytes) -> Measurement:
-    """Parse a ``measurements.v1`` value."""
-    return _measurement_decoder.decode(data)
-
-
-def decode_state_event(data: bytes) -> StateEvent:
-    """Parse a ``states.v1`` value."""
-    return _state_event_decoder.decode(data)
 
 
 def decode_alert(data: bytes) -> AlertTransition:

@@ -257,9 +257,7 @@ async def _commit_or_exit(commits: OrderedCommits) -> None:
     """Run the committer; writes Kafka refused end the process (nothing after them commits)."""
     try:
         await commits.run()
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # not CancelledError (a BaseException): the stage stopping
         exit_now("normalize", exc)
 
 

@@ -128,7 +128,7 @@ class RuleRuntime:
 
     @property
     def next_due_ms(self) -> int | None:
-        """Earliest due time of any key, or None."""
+        """Earliest due time of a timer entry (possibly a stale one), or None."""
         return self._timers.earliest()
 
     @property
