@@ -8,6 +8,7 @@ logged line by line and the last good rules keep running).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,10 +18,11 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from pipeline.agents.evaluate import RuleRuntimes, make_evaluate_rules, wall_clock_ms
+from pipeline.agents.changelog import ChangelogTable
+from pipeline.agents.evaluate import EvaluateStage, RuleRuntimes, wall_clock_ms
 from pipeline.agents.normalize import NormalizeStage
 from pipeline.agents.notify import NotificationStage, make_send_notifications
-from pipeline.agents.progress import CatchUp, ConsumeProgress
+from pipeline.agents.progress import CatchUp
 from pipeline.alerting.config import AlertingConfig, load_config
 from pipeline.alerting.stats import ChannelStats
 from pipeline.alerting.tools import build_dispatcher
@@ -40,6 +42,7 @@ from pipeline.topics import (
     NOTIFY_LOG_TABLE,
     NOTIFY_STATE_TABLE,
     STATES_TOPIC,
+    changelog_topic,
     raw_topics,
 )
 from producers.redact import install_secret_filter
@@ -139,13 +142,20 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
             help=help_text,
         )
 
-    raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)  # declared, not consumed
+    # Declared on real Kafka, consumed by the normalize and evaluate stages, not by faust.
+    raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)
     measurements = topic(MEASUREMENTS_TOPIC, settings.partitions)
     states = topic(STATES_TOPIC, settings.partitions)
-    canonical = app.topic(MEASUREMENTS_TOPIC, STATES_TOPIC, key_type=bytes, value_type=bytes)
     alerts = topic(ALERTS_TOPIC, ALERTS_PARTITIONS)
     deadletter = topic(DEADLETTER_TOPIC, settings.partitions)
-    rule_table = table(ALERT_STATE_TABLE, settings.partitions, "rule state per partition")
+    rule_changelog = app.topic(
+        changelog_topic(settings.app_id, ALERT_STATE_TABLE),
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        compacting=True,
+        deleting=False,
+    )
     notify_state = table(NOTIFY_STATE_TABLE, ALERTS_PARTITIONS, "dispatcher state")
     notify_log = table(NOTIFY_LOG_TABLE, ALERTS_PARTITIONS, "outbox and delivered marks")
 
@@ -159,44 +169,38 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     def producer() -> Any:
         return app.producer
 
-    def consumer() -> Any:
-        return app.consumer
-
-    runtimes = RuleRuntimes(config.engine, rule_table, producer, counters)
-    progress = ConsumeProgress(consumer)
+    runtimes = RuleRuntimes(
+        config.engine, ChangelogTable(rule_changelog.get_topic_name()), counters
+    )
     normalize = NormalizeStage(settings, counters)
-
-    def feeds(partition: int) -> list[TP]:
-        """Canonical input partitions whose backlog holds records for this rule partition."""
-        return [TP(MEASUREMENTS_TOPIC, partition), TP(STATES_TOPIC, partition)]
-
-    catch_up = CatchUp(progress, feeds, upstream_caught_up=lambda: normalize.caught_up)
+    evaluate = EvaluateStage(settings, runtimes)
+    catch_up = CatchUp(evaluate.partition_caught_up, upstream_caught_up=lambda: normalize.caught_up)
     stage = NotificationStage(dispatcher, notifier, notify_state, notify_log)
     batch_max, within = settings.batch_max, settings.batch_within
 
-    app.agent(canonical, name="evaluate_rules")(
-        make_evaluate_rules(
-            runtimes,
-            batch_max=batch_max,
-            batch_within=within,
-            counters=counters,
-            progress=progress,
-        )
-    )
     app.agent(alerts, name="send_notifications")(
         make_send_notifications(
             stage, producer, batch_max=batch_max, batch_within=within, counters=counters
         )
     )
 
+    declared = asyncio.Event()
+
     @app.task  # type: ignore[untyped-decorator]
     async def run_normalize() -> None:
         """On real Kafka declare the topics no agent consumes or that only the stages write
         (the embedded broker has them already), then run the normalize stage."""
         if not settings.kafka_embedded:
-            for declared in (raw, measurements, states, alerts, deadletter):
-                await declared.maybe_declare()
+            for topic_ in (raw, measurements, states, alerts, deadletter, rule_changelog):
+                await topic_.maybe_declare()
+        declared.set()
         await normalize.run()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_evaluate() -> None:
+        """Run the evaluate stage once its topics exist."""
+        await declared.wait()
+        await evaluate.run()
 
     rebalanced = {"pending": True}
 
@@ -213,15 +217,13 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
         assignment = app.consumer.assignment()
         if rebalanced["pending"]:
             rebalanced["pending"] = False
-            owned = {tp.partition for tp in assignment if tp.topic == MEASUREMENTS_TOPIC}
-            runtimes.keep_only(owned)
             if TP(ALERTS_TOPIC, 0) in assignment:
                 stage.activate()
             else:
                 await stage.deactivate()
         clock = wall_clock_ms()
         lagging_before = catch_up.lagging
-        await runtimes.advance(clock, catch_up.check(runtimes.partitions))
+        await runtimes.advance(clock, catch_up.check(runtimes.owned))
         if catch_up.lagging != lagging_before:
             logger.info(
                 "rule partitions following event time (backlog) partitions=%s",

@@ -13,11 +13,19 @@ was not committed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["OrderedCommits"]
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from pipeline.agents.crash import exit_now
+
+__all__ = ["OrderedCommits", "consumer_commit", "run_or_exit"]
+
+logger = logging.getLogger(__name__)
 
 Offsets = dict[Any, int]
 """Next offset to read, by topic partition (what ``AIOKafkaConsumer.commit`` takes)."""
@@ -82,3 +90,25 @@ class OrderedCommits:
                 for _ in range(ready):
                     self._batches.popleft()
                 self._changed.notify_all()
+
+
+def consumer_commit(consumer: AIOKafkaConsumer, stage: str) -> Callable[[Offsets], Awaitable[None]]:
+    """``consumer.commit`` for :class:`OrderedCommits`: a commit refused because partitions
+    moved in a rebalance is logged, not raised; their new owner redoes the batch
+    (at-least-once), nothing is lost."""
+
+    async def commit(offsets: Offsets) -> None:
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            logger.warning("%s commit refused, batch will be redone: %s", stage, exc)
+
+    return commit
+
+
+async def run_or_exit(commits: OrderedCommits, stage: str) -> None:
+    """Run the committer; writes Kafka refused end the process (nothing after them commits)."""
+    try:
+        await commits.run()
+    except Exception as exc:  # not CancelledError (a BaseException): the stage stopping
+        exit_now(stage, exc)

@@ -16,8 +16,6 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pipeline.agents.progress import ConsumeProgress
-
 logger = logging.getLogger(__name__)
 
 EXIT_CODE = 70  # EX_SOFTWARE
@@ -36,17 +34,10 @@ async def batches_or_exit(
     agent: str,
     batches: AsyncIterator[Any],
     handle: Callable[[Any], Awaitable[None]],
-    progress: ConsumeProgress | None = None,
 ) -> None:
-    """Run ``handle`` on each batch; any exception ends the process (see module docstring).
-
-    ``progress``, when given, learns each handled batch's offsets (see
-    :mod:`pipeline.agents.progress`).
-    """
+    """Run ``handle`` on each batch; any exception ends the process (see module docstring)."""
     async for batch in batches:
         try:
             await handle(batch)
         except Exception as exc:
             exit_now(agent, exc)
-        if progress is not None:
-            progress.note(batch)

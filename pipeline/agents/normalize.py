@@ -27,12 +27,11 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from pipeline.agents.commits import Offsets, OrderedCommits
+from pipeline.agents.commits import OrderedCommits, consumer_commit, run_or_exit
 from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
-from pipeline.agents.publish import Publisher
+from pipeline.agents.publish import KafkaSender, Publisher
 from pipeline.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, Measurement, encode_records
@@ -89,25 +88,6 @@ class CanonicalBatch:
             for start in range(0, len(records), MAX_RECORDS_PER_MESSAGE):
                 chunk = records[start : start + MAX_RECORDS_PER_MESSAGE]
                 yield topic, partition, encode_records(chunk)
-
-
-class _Sender:
-    """aiokafka's producer behind the ``send(topic, key, value, partition, ts, headers)`` call
-    :class:`~pipeline.agents.publish.Publisher` makes (faust's producer's signature)."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None,
-        timestamp: int | None,
-        headers: Any,
-    ) -> Any:
-        return await self._producer.send(topic, value=value, key=key, partition=partition)
 
 
 class NormalizeStage:
@@ -168,23 +148,17 @@ class NormalizeStage:
         try:
             await consumer.start()
             try:
-                await self._loop(consumer, Publisher(_Sender(producer)))
+                await self._loop(consumer, Publisher(KafkaSender(producer)))
             finally:
                 await consumer.stop()
         finally:
             await producer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer, publisher: Publisher) -> None:
-        async def commit(offsets: Offsets) -> None:
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                # Partitions moved in a rebalance: their new owner normalizes the batch again
-                # (at-least-once), nothing is lost.
-                logger.warning("normalize commit refused, batch will be redone: %s", exc)
-
-        commits = self._commits = OrderedCommits(commit, BATCHES_IN_FLIGHT)
-        committer = asyncio.create_task(_commit_or_exit(commits))
+        commits = self._commits = OrderedCommits(
+            consumer_commit(consumer, "normalize"), BATCHES_IN_FLIGHT
+        )
+        committer = asyncio.create_task(run_or_exit(commits, "normalize"))
         try:
             while True:
                 batches = await consumer.getmany(
@@ -251,14 +225,6 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._stage.on_ownership(True)
-
-
-async def _commit_or_exit(commits: OrderedCommits) -> None:
-    """Run the committer; writes Kafka refused end the process (nothing after them commits)."""
-    try:
-        await commits.run()
-    except Exception as exc:  # not CancelledError (a BaseException): the stage stopping
-        exit_now("normalize", exc)
 
 
 async def _caught_up(consumer: AIOKafkaConsumer) -> bool:

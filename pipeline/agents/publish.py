@@ -1,10 +1,11 @@
-"""Publishing from agents through faust's transport producer, confirmed per batch.
+"""Publishing from the stages, confirmed per batch.
 
 ``Topic.send`` builds a FutureMessage, a PendingMessage and callbacks for every record; at the
-volumes of ``measurements.v1`` that machinery costs more than the work itself. Agents instead
-hand records to the producer faust already runs (so its flush-before-commit still covers
-them) and, at the end of each batch, wait until Kafka acknowledged every one: a failed send
-raises before the batch's offsets can be committed, so nothing is acked that was not written.
+volumes of ``measurements.v1`` that machinery costs more than the work itself. Stages instead
+hand records straight to a producer (faust's transport producer in the notify agent, an
+aiokafka producer behind :class:`KafkaSender` in the normalize and evaluate stages) and, at the
+end of each batch, wait until Kafka acknowledged every one: a failed send raises before the
+batch's offsets can be committed, so nothing is acked that was not written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from pipeline.errors import StreamWardenError
 
 
@@ -20,11 +23,30 @@ class PublishError(StreamWardenError):
     """Kafka refused records of this batch; the batch must not be acknowledged."""
 
 
+class KafkaSender:
+    """aiokafka's producer behind the ``send(topic, key, value, partition, ts, headers)`` call
+    :class:`Publisher` makes (faust's transport producer's signature)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Any,
+    ) -> Any:
+        return await self._producer.send(topic, value=value, key=key, partition=partition)
+
+
 class Publisher:
     """Send records now, confirm them all at :meth:`confirm`.
 
     Args:
-        producer: faust's transport producer (``app.producer``).
+        producer: faust's transport producer (``app.producer``) or a :class:`KafkaSender`.
     """
 
     def __init__(self, producer: Any) -> None:
@@ -33,9 +55,10 @@ class Publisher:
         self.sent = 0
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, *, partition: int | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, *, partition: int | None = None
     ) -> None:
-        """Hand one record to the producer; ``partition`` None: by key."""
+        """Hand one record to the producer; ``partition`` None: by key; ``value`` None: a
+        tombstone (a deleted key on a compacted changelog)."""
         self._pending.append(await self._producer.send(topic, key, value, partition, None, None))
         self.sent += 1
 

@@ -18,6 +18,11 @@ V = TypeVar("V")
 _DELETED = object()
 
 
+def partition_prefix(partition: int) -> str:
+    """What the keys of ``partition`` start with in a table :class:`PartitionState` writes."""
+    return f"p{partition}|"
+
+
 class BatchedTableState(MutableMapping[str, V], Generic[V]):
     """MutableMapping over a faust table whose keys and values are stored as raw bytes.
 
@@ -155,7 +160,7 @@ class PartitionState(MutableMapping[str, V], Generic[V]):
         self._view.partition = partition
         self._decode_value = decode
         self._undecodable = undecodable
-        self._prefix = f"p{partition}|"
+        self._prefix = partition_prefix(partition)
         self.partition = partition
 
     def _decode(self, raw: bytes) -> V:

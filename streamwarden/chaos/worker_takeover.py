@@ -33,38 +33,20 @@ from streamwarden.chaos.workload import PARTITIONS, WINDOW_GRACE_S
 NAME = "worker-takeover"
 
 UP_TIMEOUT_S = 90.0
-_ASSIGNED_ROW = re.compile(r"^\|\s*measurements\.v1\s*\|\s*\{([^}]*)\}")
+_ASSIGNED = re.compile(r"evaluate stage assigned partitions=([0-9,]+|none)\b")
 _WEDGED = "Unexpected error from SyncGroup"
 _DELIVERED = "notification delivered"
 GROUP_ATTEMPTS = 3
 JOIN_TIMEOUT_S = 45.0
 
 
-def _parse_set(text: str) -> set[int]:
-    """faust's partition set text: ``0-3`` or ``1, 3``."""
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            low, high = part.split("-", 1)
-            out.update(range(int(low), int(high) + 1))
-        elif part:
-            out.add(int(part))
-    return out
-
-
 def assigned_partitions(log_text: str) -> set[int] | None:
-    """The ``measurements.v1`` partitions of the last assignment a worker logged, or None."""
+    """The rule partitions of the last assignment a worker's evaluate stage logged
+    (``evaluate stage assigned partitions=0,2``), or None before any."""
     current: set[int] | None = None
-    assigning = False
-    for line in log_text.splitlines():
-        if "Setting newly assigned partitions" in line:
-            assigning = True
-        elif "Revoking previously assigned partitions" in line:
-            assigning = False
-        elif assigning and (match := _ASSIGNED_ROW.match(line)):
-            current = _parse_set(match.group(1))
-            assigning = False
+    for match in _ASSIGNED.finditer(log_text):
+        text = match.group(1)
+        current = set() if text == "none" else {int(p) for p in text.split(",")}
     return current
 
 
