@@ -414,6 +414,13 @@ class Notifier:
         channel = self._channels.get(name)
         if channel is None:
             raise NotifyError(name, "no such channel is configured", retryable=False)
+        if not body.strip():
+            # apprise refuses an empty body ("No message body ... was specified") as a plain
+            # failure, which would be retried forever and hold up the lane behind it. A body
+            # template may well render nothing for some alerts: the title says it then.
+            if not title.strip():
+                raise NotifyError(name, "title and body rendered empty", retryable=False)
+            body = title
         result: Any = await channel.apprise.async_notify(
             body=body,
             title=title,

@@ -17,6 +17,7 @@ import pytest
 from apprise.result import AppriseResultStatus
 
 from pipeline.alerting.model import Notification
+from pipeline.errors import NotifyError
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels
 from pipeline.notify.sender import DeliveryQueue, Notifier, RetryPolicy, classify
@@ -171,6 +172,28 @@ async def test_send_delivers_an_intent_once_per_id(tmp_path: Path) -> None:
     assert requests[0]["json"]["title"] == "T"
     record = json.loads(out.read_text())
     assert (record["id"], record["kind"], record["fingerprints"]) == ("n-1", "firing", ["fp-1"])
+
+
+async def test_an_empty_body_sends_the_title_instead_of_failing_forever(tmp_path: Path) -> None:
+    """apprise refuses an empty body as a plain (retryable) failure; a template that renders
+    nothing for some alerts must not hold its lane in retries."""
+    sleeps = Sleeps()
+    with webhook_server() as hook:
+        notifier = Notifier(_channels(tmp_path, hook.url()), policy=FAST, sleep=sleeps)
+        delivered = await notifier.send(_notification(format="text", title="T only", body=" \n"))
+        requests = hook.wait_for(1, 5)
+    assert delivered is not None and sleeps.delays == []
+    assert (requests[0]["json"]["title"], requests[0]["json"]["message"]) == ("T only", "T only")
+
+
+async def test_nothing_to_send_is_a_permanent_failure(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    with webhook_server() as hook:
+        notifier = Notifier(_channels(tmp_path, hook.url()), policy=FAST, sleep=sleeps)
+        with pytest.raises(NotifyError) as failure:
+            await notifier.send_checked(_notification(format="text", title="", body=""))
+    assert not failure.value.retryable and "rendered empty" in failure.value.reason
+    assert sleeps.delays == [] and hook.requests == []
 
 
 # --- classification and backoff (no peer needed) ----------------------------------------------
