@@ -63,6 +63,14 @@ class BatchedTableState(MutableMapping[str, V], Generic[V]):
             raise KeyError(key)
         return self._decode(raw)
 
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        """``Mapping.get`` without raising KeyError for a missing key (the common case)."""
+        pending = self._dirty.get(key)
+        if pending is not None:
+            return default if pending[1] is _DELETED else pending[1]  # type: ignore[return-value]
+        raw = self._store.get(key.encode())
+        return default if raw is None else self._decode(raw)
+
     def __setitem__(self, key: str, value: V) -> None:
         self._dirty[key] = (self.partition, value)
 
@@ -171,6 +179,13 @@ class PartitionState(MutableMapping[str, V], Generic[V]):
             return self._view[self._prefix + key]
         except self._undecodable:
             raise KeyError(key) from None
+
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        """``Mapping.get`` without raising KeyError for a missing key (the common case)."""
+        try:
+            return self._view.get(self._prefix + key, default)
+        except self._undecodable:
+            return default
 
     def __setitem__(self, key: str, value: V) -> None:
         self._view[self._prefix + key] = value
