@@ -63,10 +63,14 @@ class ChangelogTable:
         return len(self._queued)
 
     async def publish(self, publisher: Publisher) -> None:
-        """Hand every queued write to ``publisher`` (its ``confirm`` waits for them)."""
+        """Hand every queued write to ``publisher`` (its ``confirm`` waits for them), in
+        record batches per partition, each partition's writes in the order they were made."""
         queued, self._queued = self._queued, []
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, key, value in queued:
-            await publisher.send(self.topic, key, value, partition=partition)
+            by_partition.setdefault(partition, []).append((key, value))
+        for partition, records in by_partition.items():
+            await publisher.send_many(self.topic, partition, records)
 
     def drop(self, partitions: Iterable[int]) -> int:
         """Forget the local state of ``partitions`` (revoked); returns how many keys went.

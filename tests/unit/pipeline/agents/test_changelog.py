@@ -51,10 +51,10 @@ async def test_writes_reach_the_changelog_only_when_published_on_their_partition
     del p0["a"]
     p0.flush()
     await table.publish(publisher)
-    assert sender.sent == [
+    assert sender.sent == [  # by partition, each partition's writes in the order made
         ("app-alert_state-changelog", b"p0|a", b"1", 0),
-        ("app-alert_state-changelog", b"p3|b", b"2", 3),
         ("app-alert_state-changelog", b"p0|a", None, 0),  # a tombstone for the deletion
+        ("app-alert_state-changelog", b"p3|b", b"2", 3),
     ]
     assert table.queued == 0
     await publisher.confirm()
@@ -66,3 +66,24 @@ def test_dropping_a_partition_forgets_only_its_keys() -> None:
     assert table.drop([1]) == 1
     assert table.data == {b"p12|x": b"2", b"p2|y": b"3"}  # p12 is not p1
     assert table.drop([]) == 0
+
+
+def test_get_reads_pending_writes_stored_values_and_misses_without_raising() -> None:
+    table = ChangelogTable("t")
+    table.data[b"p0|stale"] = b"\xff"  # written by an older version: reads as absent
+
+    def decode(raw: bytes) -> str:
+        if raw == b"\xff":
+            raise ValueError("undecodable")
+        return raw.decode()
+
+    state: PartitionState[str] = PartitionState(table, 0, str.encode, decode, (ValueError,))
+    state["a"] = "pending"
+    assert state.get("a") == "pending"
+    state.flush()
+    assert state.get("a") == "pending"  # now from the store
+    del state["a"]
+    assert state.get("a") is None and state.get("a", "dflt") == "dflt"  # deleted, not flushed
+    assert state.get("never") is None
+    assert state.get("stale", "dflt") == "dflt"
+    assert "stale" not in state
