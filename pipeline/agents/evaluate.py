@@ -45,7 +45,12 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError
 
 from pipeline.agents.changelog import ChangelogTable
-from pipeline.agents.commits import OrderedCommits, consumer_commit, run_or_exit
+from pipeline.agents.commits import (
+    COMMIT_INTERVAL_S,
+    OrderedCommits,
+    consumer_commit,
+    run_or_exit,
+)
 from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import KafkaSender, Publisher
@@ -282,7 +287,7 @@ class EvaluateStage:
 
     async def _loop(self, consumer: AIOKafkaConsumer, publisher: Publisher) -> None:
         commits = self._commits = OrderedCommits(
-            consumer_commit(consumer, "evaluate"), BATCHES_IN_FLIGHT
+            consumer_commit(consumer, "evaluate"), BATCHES_IN_FLIGHT, interval=COMMIT_INTERVAL_S
         )
         committer = asyncio.create_task(run_or_exit(commits, "evaluate_rules"))
         runtimes = self._runtimes

@@ -28,7 +28,12 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
-from pipeline.agents.commits import OrderedCommits, consumer_commit, run_or_exit
+from pipeline.agents.commits import (
+    COMMIT_INTERVAL_S,
+    OrderedCommits,
+    consumer_commit,
+    run_or_exit,
+)
 from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import KafkaSender, Publisher
@@ -99,7 +104,8 @@ class NormalizeStage:
 
     Attributes:
         caught_up: every raw partition this member owns was processed up to its high-water
-            mark at the last check (the rule runtimes follow wall-clock time only then, see
+            mark at the last check, and Kafka acknowledged every canonical record written (the
+            rule runtimes follow wall-clock time only then, see
             :mod:`pipeline.agents.progress`).
     """
 
@@ -156,7 +162,7 @@ class NormalizeStage:
 
     async def _loop(self, consumer: AIOKafkaConsumer, publisher: Publisher) -> None:
         commits = self._commits = OrderedCommits(
-            consumer_commit(consumer, "normalize"), BATCHES_IN_FLIGHT
+            consumer_commit(consumer, "normalize"), BATCHES_IN_FLIGHT, interval=COMMIT_INTERVAL_S
         )
         committer = asyncio.create_task(run_or_exit(commits, "normalize"))
         try:
@@ -171,7 +177,9 @@ class NormalizeStage:
                         exit_now("normalize", exc)
                     offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     await commits.add(offsets, publisher.take_pending())
-                self.caught_up = self._assigned and not len(commits) and await _caught_up(consumer)
+                self.caught_up = (
+                    self._assigned and not commits.unacknowledged and await _caught_up(consumer)
+                )
         finally:
             self._commits = None
             committer.cancel()

@@ -85,6 +85,43 @@ async def test_add_waits_while_depth_batches_are_unacknowledged() -> None:
     runner.cancel()
 
 
+async def test_acknowledged_batches_wait_for_the_interval_and_go_in_one_commit() -> None:
+    recorder = Recorder()
+    now = {"t": 100.0}
+    commits = OrderedCommits(recorder.commit, depth=1, interval=0.2, clock=lambda: now["t"])
+    runner = asyncio.create_task(commits.run())
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    await commits.add({"p0": 1}, done)
+    await asyncio.wait_for(recorder.committed.wait(), 1)  # the first commit goes at once
+    recorder.committed.clear()
+    # depth=1 bounds batches awaiting acknowledgement, not acknowledged ones waiting for
+    # the interval: these adds do not block.
+    for offset in (2, 3, 4):
+        await asyncio.wait_for(commits.add({"p0": offset}, done), 1)
+    await settle()
+    assert recorder.commits == [{"p0": 1}] and len(commits) == 3 and commits.unacknowledged == 0
+    await asyncio.wait_for(recorder.committed.wait(), 1)  # after the interval (real time)
+    assert recorder.commits == [{"p0": 1}, {"p0": 4}]
+    runner.cancel()
+
+
+async def test_drain_does_not_wait_for_the_interval() -> None:
+    recorder = Recorder()
+    commits = OrderedCommits(recorder.commit, depth=4, interval=3600)
+    runner = asyncio.create_task(commits.run())
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    await commits.add({"p0": 1}, done)
+    await asyncio.wait_for(recorder.committed.wait(), 1)
+    await commits.add({"p0": 2}, done)
+    await settle()
+    assert recorder.commits == [{"p0": 1}]  # held by the hour-long interval
+    await asyncio.wait_for(commits.drain(), 1)
+    assert recorder.commits == [{"p0": 1}, {"p0": 2}]
+    runner.cancel()
+
+
 def test_depth_must_allow_one_batch() -> None:
     async def commit(offsets: Offsets) -> None:
         pass
