@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError
 
@@ -235,7 +236,12 @@ class EvaluateStage:
         """Changelog end offset of each partition held at the last revocation."""
         self._commits: OrderedCommits | None = None
         self._restore: AIOKafkaConsumer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self._publisher: Publisher | None = None
+        self._assignments = 0
+        """Assignments made ready so far (a batch taken before the last one is not used)."""
+        self._positioned: set[TopicPartition] = set()
+        """Input partitions the last assignment moved to a start of its own."""
 
     def partition_caught_up(self, partition: int) -> bool:
         """Partition ``partition`` of both input topics was processed up to its high-water
@@ -260,6 +266,7 @@ class EvaluateStage:
             partition_assignment_strategy=(RangePartitionAssignor,),
             **common,
         )
+        self._consumer = consumer
         restore = self._restore = AIOKafkaConsumer(group_id=None, **common)
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -293,16 +300,20 @@ class EvaluateStage:
         runtimes = self._runtimes
         try:
             while True:
+                assignments = self._assignments
                 batches = await consumer.getmany(
                     timeout_ms=GETMANY_TIMEOUT_MS, max_records=self._settings.batch_max
                 )
                 if batches:
                     try:
                         async with runtimes.lock:
-                            owned = _owned_only(consumer, batches, runtimes.owned)
+                            if self._assignments == assignments:
+                                owned = _owned_only(consumer, batches, runtimes.owned)
+                            else:  # taken before the last assignment was ready: none of it
+                                owned = _owned_only(consumer, batches, set(), self._positioned)
                             if owned:
                                 await runtimes.evaluate(owned)
-                            written = publisher.take_pending()
+                                written = publisher.take_pending()
                     except Exception as exc:  # a bug, or Kafka refused our writes
                         exit_now("evaluate_rules", exc)
                     if owned:
@@ -371,10 +382,14 @@ class EvaluateStage:
                     ends = await self._changelog_ends(candidates)
                     kept = {p for p in candidates if ends.get(p) == self._held_ends.get(p)}
                 fresh = partitions - kept
+                positioned: set[TopicPartition] = set()
                 if fresh:
                     await self._recover(fresh)
+                    positioned = await self._adopt_legacy_offsets(fresh)
                 runtimes.owned = set(partitions)
                 self._held_ends = {}
+                self._positioned = positioned
+                self._assignments += 1
         except Exception as exc:
             exit_now("evaluate_rules", exc)
         logger.info(
@@ -383,6 +398,41 @@ class EvaluateStage:
             _listed(kept),
             _listed(fresh),
         )
+
+    async def _adopt_legacy_offsets(self, partitions: set[int]) -> set[TopicPartition]:
+        """Input partitions this stage's group never committed start where the worker's faust
+        group left them, if it did: until 2026-12 this stage was a faust agent of that group.
+        Starting at the beginning instead would evaluate a whole retained topic again and
+        notify old alerts once more (the notify stage keeps delivered marks for a day).
+
+        Returns:
+            The partitions moved.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return set()
+        tps = [TopicPartition(t, p) for t in INPUT_TOPICS for p in sorted(partitions)]
+        never = [tp for tp in tps if await consumer.committed(tp) is None]
+        if not never:
+            return set()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            legacy = await admin.list_consumer_group_offsets(
+                self._settings.app_id, partitions=never
+            )
+        finally:
+            await admin.close()
+        adopted = {tp: meta.offset for tp, meta in legacy.items() if meta.offset >= 0}
+        for tp, offset in adopted.items():
+            consumer.seek(tp, offset)
+        if adopted:
+            logger.info(
+                "evaluate stage starts where the faust group %s left partitions=%d",
+                self._settings.app_id,
+                len(adopted),
+            )
+        return set(adopted)
 
     async def _changelog_ends(self, partitions: Sequence[int]) -> dict[int, int]:
         if not partitions or self._restore is None:
@@ -393,18 +443,22 @@ class EvaluateStage:
 
 
 def _owned_only(
-    consumer: AIOKafkaConsumer, batches: dict[Any, list[Any]], owned: set[int]
+    consumer: AIOKafkaConsumer,
+    batches: dict[Any, list[Any]],
+    owned: set[int],
+    positioned: set[Any] | frozenset[Any] = frozenset(),
 ) -> dict[Any, list[Any]]:
     """The records of ``batches`` on owned partitions. The others arrived around a rebalance,
     before the stage was ready for them: the consumer is moved back to their first offset, so
-    they are fetched again once their state is (or by their new owner, from the commit)."""
+    they are fetched again once their state is (or by their new owner, from the commit),
+    except on ``positioned`` partitions, which the assignment already moved where to start."""
     ready: dict[Any, list[Any]] = {}
     for tp, records in batches.items():
         if tp.partition in owned:
             ready[tp] = records
-            continue
-        with contextlib.suppress(IllegalStateError):  # not assigned any more
-            consumer.seek(tp, records[0].offset)
+        elif tp not in positioned:
+            with contextlib.suppress(IllegalStateError):  # not assigned any more
+                consumer.seek(tp, records[0].offset)
     return ready
 
 

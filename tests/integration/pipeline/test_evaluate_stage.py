@@ -229,3 +229,31 @@ async def test_a_rebalance_keeps_unchanged_partitions_and_recovers_moved_ones(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_first_start_resumes_where_the_faust_group_of_earlier_versions_left(
+    fresh_broker: BrokerHandle,
+) -> None:
+    """Until 2026-12 the faust group ``<app_id>`` consumed the canonical topics: a worker of
+    this version must not evaluate what that group had already committed."""
+    app_id = f"eval-{uuid.uuid4().hex[:8]}"
+    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, PARTITIONS)})
+    partition = partition_of(ENTITY.encode(), PARTITIONS)
+    await _write(
+        fresh_broker,
+        [_array(meas(90, 1, entity=ENTITY)), _array(meas(90, 2, entity=ENTITY))],
+    )
+    legacy = AIOKafkaConsumer(bootstrap_servers=fresh_broker.bootstrap, group_id=app_id)
+    await legacy.start()
+    try:
+        tp = TopicPartition(MEASUREMENTS_TOPIC, partition)
+        legacy.assign([tp])
+        await legacy.commit({tp: 1})  # the old worker had done the first message
+    finally:
+        await legacy.stop()
+
+    counters: dict[str, int] = defaultdict(int)
+    async with _running(fresh_broker, app_id, counters):
+        pass
+    assert counters["evaluated"] == 1
+    assert await _committed(fresh_broker, evaluate_group(app_id), [MEASUREMENTS_TOPIC]) == 2

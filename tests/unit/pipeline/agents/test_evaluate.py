@@ -47,3 +47,14 @@ def test_a_partition_no_longer_assigned_is_skipped_without_error() -> None:
     ready = _owned_only(consumer, {M1: records(7), M0: records(1)}, owned=set())  # type: ignore[arg-type]
     assert ready == {}
     assert consumer.seeks == [(M0, 1)]
+
+
+def test_partitions_the_assignment_moved_are_left_where_it_put_them() -> None:
+    """A batch taken before the assignment was ready is not used; the consumer goes back to
+    its first records, except where the assignment itself chose the start (a seek of its
+    own that handing the records back would undo)."""
+    consumer = SeekRecorder(gone=set())
+    batches = {M0: records(0, 1), M1: records(4)}
+    ready = _owned_only(consumer, batches, owned=set(), positioned={M0})  # type: ignore[arg-type]
+    assert ready == {}
+    assert consumer.seeks == [(M1, 4)]
