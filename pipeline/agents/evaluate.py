@@ -40,12 +40,13 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError
 
 from pipeline.agents.changelog import ChangelogTable
+from pipeline.agents.clients import stage_consumer, stage_producer
 from pipeline.agents.commits import (
     COMMIT_INTERVAL_S,
     OrderedCommits,
@@ -56,7 +57,6 @@ from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import KafkaSender, Publisher
 from pipeline.agents.state import PartitionState
-from pipeline.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES
 from pipeline.models import (
     AlertTransition,
     CanonicalRecord,
@@ -251,30 +251,14 @@ class EvaluateStage:
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping); a failed write ends the process."""
         settings = self._settings
-        common: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "fetch_max_wait_ms": settings.effective_fetch_max_wait_ms,
-            "max_partition_fetch_bytes": MAX_FETCH_BYTES,
-        }
-        consumer = AIOKafkaConsumer(
-            group_id=evaluate_group(settings.app_id),
-            session_timeout_ms=int(settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+        consumer = stage_consumer(
+            settings,
+            evaluate_group(settings.app_id),
             partition_assignment_strategy=(RangePartitionAssignor,),
-            **common,
         )
         self._consumer = consumer
-        restore = self._restore = AIOKafkaConsumer(group_id=None, **common)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
-            max_batch_size=MAX_BATCH_BYTES,
-        )
+        restore = self._restore = stage_consumer(settings, None)
+        producer = stage_producer(settings, settings.producer_linger_ms)
         publisher = self._publisher = Publisher(KafkaSender(producer))
         self._runtimes.bind(publisher)
         consumer.subscribe(list(INPUT_TOPICS), listener=_Ownership(self))

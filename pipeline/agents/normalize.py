@@ -26,8 +26,9 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
+from pipeline.agents.clients import stage_consumer, stage_producer
 from pipeline.agents.commits import (
     COMMIT_INTERVAL_S,
     OrderedCommits,
@@ -37,7 +38,6 @@ from pipeline.agents.commits import (
 from pipeline.agents.crash import exit_now
 from pipeline.agents.deadletter import dead_letter_record
 from pipeline.agents.publish import KafkaSender, Publisher
-from pipeline.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, Measurement, encode_records
 from pipeline.normalize import normalize_envelope
@@ -131,24 +131,8 @@ class NormalizeStage:
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping); a failed write ends the process."""
         settings = self._settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=normalize_group(settings.app_id),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=settings.effective_fetch_max_wait_ms,
-            max_partition_fetch_bytes=MAX_FETCH_BYTES,
-            session_timeout_ms=int(settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
-        )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.canonical_linger_ms,
-            max_batch_size=MAX_BATCH_BYTES,
-        )
+        consumer = stage_consumer(settings, normalize_group(settings.app_id))
+        producer = stage_producer(settings, settings.canonical_linger_ms)
         consumer.subscribe(list(raw_topics()), listener=_Ownership(self))
         await producer.start()
         try:
