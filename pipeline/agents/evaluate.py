@@ -29,6 +29,8 @@ Rebalances: on revocation the stage finishes its batch (a lock), commits what is
 waits for every write; it notes each changelog partition's end offset. On assignment it keeps
 the runtimes of partitions it held if their changelog has not moved since (nobody else wrote
 them meanwhile), recovers the others from their changelog, and drops what it no longer owns.
+A partition the group has never committed starts where the worker's faust group (which ran
+this stage until 2026-12) left it, not at the beginning of what Kafka retains.
 """
 
 from __future__ import annotations
