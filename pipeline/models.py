@@ -39,7 +39,11 @@ class Measurement(msgspec.Struct, frozen=True):
         value: the reading.
         unit: unit when known (``kW``, ``kWh``), else empty.
         ts_ms: event time in epoch ms (upstream time where it has one, else receipt time).
-        labels: extra identifying facts (measuring point name, phase...).
+        labels: identity labels: stable, low-cardinality dimensions that, with the entity and
+            metric, name one series (``phase``, ``gateway``...). They enter alert
+            fingerprints, rule ``match.labels``, routing, silences and grouping.
+        annotations: descriptive facts (names, reasons, ids, message types): they reach
+            templates and the "why" line, never an alert's identity.
     """
 
     source: str
@@ -50,6 +54,7 @@ class Measurement(msgspec.Struct, frozen=True):
     unit: str
     ts_ms: int
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class StateEvent(msgspec.Struct, frozen=True):
@@ -67,7 +72,8 @@ class StateEvent(msgspec.Struct, frozen=True):
         value: the new state, as text (``available``, ``error``, ``offline``...).
         previous: the state before, when known.
         ts_ms: event time in epoch ms.
-        labels: extra identifying facts.
+        labels: identity labels (see :class:`Measurement`).
+        annotations: descriptive facts (see :class:`Measurement`).
     """
 
     source: str
@@ -78,6 +84,7 @@ class StateEvent(msgspec.Struct, frozen=True):
     previous: str | None
     ts_ms: int
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 CanonicalRecord = Measurement | StateEvent
@@ -88,7 +95,7 @@ class AlertTransition(msgspec.Struct, frozen=True):
     """A rule's alert for one entity changed state.
 
     Attributes:
-        fingerprint: stable identity of the alert (rule + entity + labels).
+        fingerprint: stable identity of the alert (rule + entity + identity labels).
         rule: rule name.
         state: ``firing`` or ``resolved``.
         entity, source, stream, metric: what the alert is about (``metric`` is the state name
@@ -99,7 +106,10 @@ class AlertTransition(msgspec.Struct, frozen=True):
         summary: rendered summary text.
         description: rendered description text.
         channels: channel names to notify.
-        labels: rule labels plus record labels.
+        labels: the record's identity labels (those the rule's ``identity`` names, by default
+            all of them) plus the rule's labels: what routing, silences and grouping see.
+        annotations: the record's annotations and the labels the rule's ``identity`` left
+            out: descriptive text for templates, never matched on.
     """
 
     fingerprint: str
@@ -116,6 +126,7 @@ class AlertTransition(msgspec.Struct, frozen=True):
     description: str = ""
     channels: tuple[str, ...] = ()
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -11,8 +11,9 @@ Every numeric leaf under ``data`` becomes one :class:`~pipeline.models.Measureme
 - ``unit`` comes from the last key (``kWh+`` -> ``kWh``); unknown keys get ``""``;
 - ``entity`` is the frame's ``id`` (the measuring point UUID);
 - ``ts_ms`` is the envelope's receipt time, because aliunid frames carry no timestamp;
-- string leaves become labels of their numeric siblings at the same level (``l1.phase = "R"``
-  labels ``l1.V``, ``l1.A``...), not of values in nested objects.
+- string leaves describe their numeric siblings at the same level, not values in nested
+  objects: ``phase`` (``l1.phase = "R"``) is an identity label of ``l1.V``, ``l1.A``...; any
+  other string is an annotation.
 
 Booleans, ``null`` and arrays are not measurements and are skipped. A ``structure`` frame is
 valid but holds nothing to measure, so it yields ``[]``.
@@ -26,12 +27,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import orjson
-
 from pipeline.errors import BadInputError
-from pipeline.models import Measurement, RawEnvelope
+from pipeline.models import CanonicalRecord, Measurement, RawEnvelope
+from pipeline.normalize.common import ControlFrame, Family
+from pipeline.normalize.common import json_kind as _kind
+from pipeline.normalize.common import quote as _quote
+from pipeline.normalize.decode import run
 
-__all__ = ["MAX_DEPTH", "UNITS", "normalize"]
+__all__ = ["FAMILY", "IDENTITY_LABELS", "MAX_DEPTH", "UNITS", "normalize", "parse"]
 
 MAX_DEPTH = 8
 """Most keys a metric path may have below ``data`` (``sys.kW`` has 2)."""
@@ -53,37 +56,17 @@ UNITS: dict[str, str] = {
 """Unit of a metric, keyed by the last key of its path."""
 
 _FRAME_TYPES = ("data", "structure")
-_QUOTE_MAX = 40
+IDENTITY_LABELS = ("phase",)
+"""String fields that name a series (labels); other string fields become annotations."""
 
 
-def _quote(value: object) -> str:
-    """Short form of an upstream value for a dead-letter reason (never the whole value)."""
-    if isinstance(value, str):
-        if len(value) > _QUOTE_MAX:
-            value = value[: _QUOTE_MAX - 3] + "..."
-        return repr(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return f"({_kind(value)})"
+def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
+    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
+    return run(FAMILY, envelope).records
 
 
-def _kind(value: object) -> str:
-    """JSON name of a parsed value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def normalize(envelope: RawEnvelope) -> list[Measurement]:
-    """Turn one aliunid frame into measurements.
+def parse(envelope: RawEnvelope, frame: Any) -> list[CanonicalRecord]:
+    """Turn one decoded aliunid frame into measurements.
 
     Args:
         envelope: the raw envelope; ``payload`` is the frame text exactly as received.
@@ -96,10 +79,6 @@ def normalize(envelope: RawEnvelope) -> list[Measurement]:
             ``id``, or its ``data`` is not an object, nests deeper than :data:`MAX_DEPTH` keys,
             holds a non-finite number or no number at all. No other exception escapes.
     """
-    try:
-        frame = orjson.loads(envelope.payload)
-    except orjson.JSONDecodeError as exc:
-        raise BadInputError(f"aliunid frame: not valid JSON ({exc.msg} at char {exc.pos})") from exc
     if not isinstance(frame, dict):
         raise BadInputError(f"aliunid frame: expected a JSON object, got {_kind(frame)}")
 
@@ -122,7 +101,7 @@ def normalize(envelope: RawEnvelope) -> list[Measurement]:
         )
 
     if frame_type == "structure":
-        return []
+        raise ControlFrame("structure")
 
     data = frame.get("data")
     if not isinstance(data, dict):
@@ -130,7 +109,7 @@ def normalize(envelope: RawEnvelope) -> list[Measurement]:
             raise BadInputError("aliunid data frame: missing 'data'")
         raise BadInputError(f"aliunid data frame: 'data' must be an object, got {_kind(data)}")
 
-    out: list[Measurement] = []
+    out: list[CanonicalRecord] = []
     _collect(data, (), envelope, entity, out)
     if not out:
         raise BadInputError("aliunid data frame: 'data' holds no numeric value")
@@ -142,10 +121,14 @@ def _collect(
     path: tuple[str, ...],
     envelope: RawEnvelope,
     entity: str,
-    out: list[Measurement],
+    out: list[CanonicalRecord],
 ) -> None:
     """Append a measurement for every numeric leaf below ``node`` (depth-first, key order)."""
-    labels = {key: value for key, value in node.items() if isinstance(value, str)}
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    for key, value in node.items():
+        if isinstance(value, str):
+            (labels if key in IDENTITY_LABELS else annotations)[key] = value
     for key, value in node.items():
         if isinstance(value, bool) or value is None or isinstance(value, str | list):
             continue
@@ -172,5 +155,10 @@ def _collect(
                 unit=UNITS.get(key, ""),
                 ts_ms=envelope.received_at_ms,
                 labels=dict(labels),
+                annotations=dict(annotations),
             )
         )
+
+
+FAMILY = Family("aliunid", parse)
+"""The aliunid family for the registry (:mod:`pipeline.normalize`)."""

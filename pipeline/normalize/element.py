@@ -18,7 +18,8 @@ a replay); every event in it is normalized, in order. Documented events:
     top-level ``meta.rssi``/``meta.snr`` (other network types). Event time: ``transceived_at``,
     else ``inserted_at``. A packet without radio data gives nothing.
 
-The text frame ``pong`` (the answer to a text ``ping``) is valid and gives nothing. Events whose
+The text frame ``pong`` (the answer to a text ``ping``) and an empty array are control frames
+(counted, no record). Events whose
 ``body.id`` the producer listed in ``meta["duplicates"]`` (already published before a
 reconnect) are skipped. Times are ISO 8601 (a missing zone means UTC); numeric epoch times are
 accepted too, seconds or milliseconds. Anything else malformed raises
@@ -31,17 +32,21 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from pipeline.errors import BadInputError
-from pipeline.models import Measurement, RawEnvelope, StateEvent
+from pipeline.models import CanonicalRecord, Measurement, RawEnvelope, StateEvent
+from pipeline.normalize.common import ControlFrame, Family
+from pipeline.normalize.common import json_kind as _kind
+from pipeline.normalize.common import quote as _quote
+from pipeline.normalize.decode import run
 
-__all__ = ["EVENTS", "MAX_DEPTH", "normalize", "unit_of"]
+__all__ = ["EVENTS", "FAMILY", "IDENTITY_LABELS", "MAX_DEPTH", "normalize", "parse", "unit_of"]
 
 #: Event names this normalizer understands.
 EVENTS = ("reading_added", "packet_added")
 #: Most keys a metric path may have below ``data``.
 MAX_DEPTH = 8
+#: Labels that name a series: the gateway a packet's radio figures were measured at.
+IDENTITY_LABELS = ("gateway",)
 
 _EXACT_UNITS = {
     "co2": "ppm",
@@ -55,7 +60,6 @@ _SUFFIX_UNITS = (("temperature", "°C"), ("humidity", "%"), ("voltage", "V"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECONDS_BELOW = 1e11
 _MS_BELOW = 1e14
-_QUOTE_MAX = 40
 
 
 def unit_of(field: str) -> str:
@@ -67,30 +71,6 @@ def unit_of(field: str) -> str:
         if name.endswith(suffix):
             return unit
     return ""
-
-
-def _quote(value: object) -> str:
-    if isinstance(value, str):
-        if len(value) > _QUOTE_MAX:
-            value = value[: _QUOTE_MAX - 3] + "..."
-        return repr(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return f"({_kind(value)})"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _number(value: int | float) -> float | None:
@@ -163,31 +143,35 @@ class _Event:
         )
 
 
-def normalize(envelope: RawEnvelope) -> list[Measurement | StateEvent]:
-    """Turn one ELEMENT socket frame into measurements and state events.
+def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
+    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
+    return run(FAMILY, envelope).records
+
+
+def parse(envelope: RawEnvelope, frame: Any) -> list[CanonicalRecord]:
+    """Turn one decoded ELEMENT socket frame into measurements and state events.
 
     Args:
-        envelope: the raw envelope; ``payload`` is the frame text exactly as received.
+        envelope: the raw envelope (for source, stream and ``meta["duplicates"]``).
+        frame: the frame's JSON document.
 
     Returns:
-        The records of every event in the frame, in order; ``[]`` for ``pong``, an empty array,
-        or events with nothing to measure.
+        The records of every event in the frame, in order.
 
     Raises:
         BadInputError: the frame is not a JSON array of ``{event, body}`` objects, an event is
             unknown, or a field it needs is missing or malformed.
+        ControlFrame: ``empty array``; ``duplicates`` (every event already published);
+            ``nothing to measure`` (packets without radio data, readings of nulls only).
     """
-    if envelope.payload == "pong":
-        return []
-    try:
-        frame = orjson.loads(envelope.payload)
-    except orjson.JSONDecodeError as exc:
-        raise BadInputError(f"element frame: not valid JSON ({exc.msg} at char {exc.pos})") from exc
     if not isinstance(frame, list):
         raise BadInputError(f"element frame: expected a JSON array of events, got {_kind(frame)}")
     listed = envelope.meta.get("duplicates")
     duplicates = {d for d in listed if isinstance(d, str)} if isinstance(listed, list) else set()
-    out: list[Measurement | StateEvent] = []
+    if not frame:
+        raise ControlFrame("empty array")
+    out: list[CanonicalRecord] = []
+    skipped = 0
     for index, item in enumerate(frame):
         if not isinstance(item, dict):
             raise BadInputError(
@@ -206,11 +190,14 @@ def normalize(envelope: RawEnvelope) -> list[Measurement | StateEvent]:
             raise event.fail("body", shown)
         ident = body.get("id")
         if isinstance(ident, str) and ident in duplicates:
+            skipped += 1
             continue
         if name == "reading_added":
             out += _reading(event, body)
         else:
             out += _packet(event, body)
+    if not out:
+        raise ControlFrame("duplicates" if skipped == len(frame) else "nothing to measure")
     return out
 
 
@@ -307,3 +294,7 @@ def _radio(
             raise event.fail(f"{where}.{key}", f"{_quote(value)} is not a finite number")
         out.append(event.measurement(entity, f"radio.{key}", number, ts_ms, dict(labels)))
     return out
+
+
+FAMILY = Family("element", parse, control_texts={"pong": "pong"})
+"""The ELEMENT family for the registry (:mod:`pipeline.normalize`)."""

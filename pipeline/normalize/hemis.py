@@ -33,8 +33,15 @@ ENTITY_MANAGEMENT          StateEvent ``management`` = the action (``create``/``
                            ``delete``), label ``entityType``. Entity ``entityId``.
 =========================  ===============================================================
 
-State values are lowercase text. Labels carry ``type`` and, when present, ``zoneId``,
-``itId``, ``factorId`` (DataContainers: ``zoneId``, ``sourceNature``, ``measurement``).
+A sensor's DataContainer (``sourceNature`` ``SEN`` or ``SENSOR``) also gives its ``VALUENB``
+column as ``sensor.<sourceGroup>``, the metric a SENSOR_STATE of the same sensor gives, so a
+rule on ``sensor.TMP`` sees one series whichever message type carried the reading.
+
+State values are lowercase text. Hemis records carry no identity labels (entity and metric
+name the series); annotations carry ``type`` and, when present, ``zoneId``, ``itId``,
+``factorId`` (DataContainers: ``zoneId``, ``sourceNature``, ``measurement``), and ``cause``
+of a composite state. So the message type (``DATA_PROVIDER`` or ``NEW_DATA``) and the
+spelling of ``sourceNature`` never split an alert.
 Units: ``TMP`` is °C; DataContainers give theirs; others are unknown and left empty
 (``BRIEXT`` is a 0.0-1.0 position).
 
@@ -49,23 +56,35 @@ field and quotes at most a short fragment; no other exception escapes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import math
 import re
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, Measurement, RawEnvelope, StateEvent
+from pipeline.normalize.common import ControlFrame, Family
+from pipeline.normalize.common import json_kind as _kind
+from pipeline.normalize.common import quote as _quote
+from pipeline.normalize.decode import run
 
-__all__ = ["MESSAGE_TYPES", "UNITS", "normalize"]
+__all__ = [
+    "FAMILY",
+    "MESSAGE_TYPES",
+    "SENSOR_NATURES",
+    "SENSOR_VALUE_COLUMN",
+    "UNITS",
+    "normalize",
+    "parse",
+]
 
 UNITS: dict[str, str] = {"TMP": "°C"}
 """Unit of a factor, by ``factorId``."""
+SENSOR_NATURES = frozenset({"SEN", "SENSOR"})
+"""``sourceNature`` spellings of a sensor (the doc lists SENSOR, its example sends SEN)."""
+SENSOR_VALUE_COLUMN = "VALUENB"
+"""The DataContainer column that holds a sensor's reading."""
 
 _ACTUATOR_SUFFIX = {
     "ACTUATOR_TARGET_STATE": "target",
@@ -76,34 +95,7 @@ _FACTOR_SUFFIX = {"FACTOR_TARGET_STATE": "target", "FACTOR_CURRENT_STATE": "curr
 _COMPOSITE = (("o", "pO", "oC"), ("p", "pP", "pC"), ("r", "pR", "rC"))
 _SECONDS_BELOW = 1e11
 _MAX_MS = 1e14
-_QUOTE_MAX = 40
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-def _quote(value: object) -> str:
-    """Short form of an upstream value for a dead-letter reason (never the whole value)."""
-    if isinstance(value, str):
-        if len(value) > _QUOTE_MAX:
-            value = value[: _QUOTE_MAX - 3] + "..."
-        return repr(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return f"({_kind(value)})"
-
-
-def _kind(value: object) -> str:
-    """JSON name of a parsed value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 class _Message:
@@ -152,7 +144,8 @@ class _Message:
     def ts_ms(self) -> int:
         return self.event_ms(self.body.get("timestamp"), "timestamp")
 
-    def labels(self, *keys: str) -> dict[str, str]:
+    def annotations(self, *keys: str) -> dict[str, str]:
+        """``type`` plus the named fields that are present: all descriptive (see module)."""
         out = {"type": self.kind}
         for key in keys:
             value = self.body.get(key)
@@ -161,10 +154,18 @@ class _Message:
         return out
 
     def measurement(
-        self, entity: str, metric: str, value: float, unit: str, ts_ms: int, labels: dict[str, str]
+        self,
+        entity: str,
+        metric: str,
+        value: float,
+        unit: str,
+        ts_ms: int,
+        annotations: dict[str, str],
     ) -> Measurement:
         env = self.envelope
-        return Measurement(env.source, env.stream, entity, metric, value, unit, ts_ms, labels)
+        return Measurement(
+            env.source, env.stream, entity, metric, value, unit, ts_ms, {}, annotations
+        )
 
     def state(
         self,
@@ -172,10 +173,12 @@ class _Message:
         name: str,
         value: str,
         previous: str | None,
-        labels: dict[str, str],
+        annotations: dict[str, str],
     ) -> StateEvent:
         env = self.envelope
-        return StateEvent(env.source, env.stream, entity, name, value, previous, self.ts_ms, labels)
+        return StateEvent(
+            env.source, env.stream, entity, name, value, previous, self.ts_ms, {}, annotations
+        )
 
     def number(self, value: object, field: str) -> float | None:
         """A finite float from a number or numeric string; None when it is neither."""
@@ -195,14 +198,20 @@ class _Message:
 
 
 def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
-    """Turn one Hemis message into measurements and state events.
+    """Normalize one message through the shared decoding step (``[]`` for a control frame)."""
+    return run(FAMILY, envelope).records
+
+
+def parse(envelope: RawEnvelope, body: Any) -> list[CanonicalRecord]:
+    """Turn one decoded Hemis message into measurements and state events.
 
     Raises:
-        BadInputError: the payload is not a JSON object (after base64 decoding when
-            ``meta.encoding`` says so), has no known ``type``, or a field the type needs is
-            missing or of the wrong kind. No other exception escapes.
+        BadInputError: the body is not a JSON object, has no known ``type``, or a field the
+            type needs is missing or of the wrong kind.
+        ControlFrame: ``no data points``: a DataContainer with an empty ``data_points``.
     """
-    body = _parse(envelope)
+    if not isinstance(body, dict):
+        raise BadInputError(f"hemis message: expected a JSON object, got {_kind(body)}")
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in _HANDLERS:
         if kind is None:
@@ -213,25 +222,6 @@ def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
     return _HANDLERS[kind](message)
 
 
-def _parse(envelope: RawEnvelope) -> dict[str, Any]:
-    payload: str | bytes = envelope.payload
-    encoding = envelope.meta.get("encoding")
-    if encoding is not None:
-        if encoding != "base64":
-            raise BadInputError(f"hemis message: unknown meta.encoding {_quote(encoding)}")
-        try:
-            payload = base64.b64decode(envelope.payload, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadInputError("hemis message: payload is not valid base64") from exc
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise BadInputError(f"hemis message: not valid JSON ({exc.msg} at char {exc.pos})") from exc
-    if not isinstance(body, dict):
-        raise BadInputError(f"hemis message: expected a JSON object, got {_kind(body)}")
-    return body
-
-
 # ------------------------------------------------------------------------------ by type
 
 
@@ -240,22 +230,22 @@ def _sensor_state(m: _Message) -> list[CanonicalRecord]:
     if entity is None:
         raise m.fail("missing 'sensorId' and 'itId'")
     factor = m.need("factorId")
-    labels = m.labels("zoneId", "itId", "factorId")
+    notes = m.annotations("zoneId", "itId", "factorId")
     value = m.body.get("value")
     if isinstance(value, dict):
         if any(key in value for key, _, _ in _COMPOSITE):
-            return _composite(m, entity, "sensor", value, labels)
+            return _composite(m, entity, "sensor", value, notes)
         number = m.number(value.get("value"), "value.value")
         if number is None:
             raise m.fail("'value' object has neither a numeric 'value' nor o/p/r states")
-        return [m.measurement(entity, f"sensor.{factor}", number, _unit(factor), m.ts_ms, labels)]
+        return [m.measurement(entity, f"sensor.{factor}", number, _unit(factor), m.ts_ms, notes)]
     if isinstance(value, bool):
-        return [m.state(entity, f"sensor.{factor}", str(value).lower(), None, labels)]
+        return [m.state(entity, f"sensor.{factor}", str(value).lower(), None, notes)]
     number = m.number(value, "value")
     if number is not None:
-        return [m.measurement(entity, f"sensor.{factor}", number, _unit(factor), m.ts_ms, labels)]
+        return [m.measurement(entity, f"sensor.{factor}", number, _unit(factor), m.ts_ms, notes)]
     if isinstance(value, str) and value.strip():
-        return [m.state(entity, f"sensor.{factor}", value.strip().lower(), None, labels)]
+        return [m.state(entity, f"sensor.{factor}", value.strip().lower(), None, notes)]
     if value is None:
         raise m.fail("missing 'value'")
     raise m.fail(f"'value' must be a number, text or object, got {_quote(value)}")
@@ -281,11 +271,11 @@ def _actuator_state(m: _Message) -> list[CanonicalRecord]:
     entity = actuator or m.maybe("itId") or inner_it
     if entity is None:
         raise m.fail("missing 'value.actuatorId' and 'itId'")
-    labels = m.labels("zoneId", "itId", "factorId")
-    if inner_it and "itId" not in labels:
-        labels["itId"] = inner_it
+    notes = m.annotations("zoneId", "itId", "factorId")
+    if inner_it and "itId" not in notes:
+        notes["itId"] = inner_it
     metric = f"actuator.{factor}.{_ACTUATOR_SUFFIX[m.kind]}"
-    return [m.measurement(entity, metric, number, _unit(factor), m.ts_ms, labels)]
+    return [m.measurement(entity, metric, number, _unit(factor), m.ts_ms, notes)]
 
 
 def _it_state(m: _Message) -> list[CanonicalRecord]:
@@ -293,11 +283,11 @@ def _it_state(m: _Message) -> list[CanonicalRecord]:
     value = m.body.get("value")
     if not isinstance(value, dict):
         raise m.fail(f"'value' must be an ITCompositeState object, got {_kind(value)}")
-    return _composite(m, entity, "it", value, m.labels("zoneId", "factorId"))
+    return _composite(m, entity, "it", value, m.annotations("zoneId", "factorId"))
 
 
 def _composite(
-    m: _Message, entity: str, prefix: str, value: dict[str, Any], labels: dict[str, str]
+    m: _Message, entity: str, prefix: str, value: dict[str, Any], notes: dict[str, str]
 ) -> list[CanonicalRecord]:
     out: list[CanonicalRecord] = []
     for key, previous_key, cause_key in _COMPOSITE:
@@ -308,16 +298,16 @@ def _composite(
             raise m.fail(f"'value.{key}' must be a non-empty string, got {_quote(state)}")
         previous = value.get(previous_key)
         cause = value.get(cause_key)
-        record_labels = dict(labels)
+        record_notes = dict(notes)
         if isinstance(cause, str) and cause:
-            record_labels["cause"] = cause
+            record_notes["cause"] = cause
         out.append(
             m.state(
                 entity,
                 f"{prefix}.{key}",
                 state.lower(),
                 previous.lower() if isinstance(previous, str) and previous else None,
-                record_labels,
+                record_notes,
             )
         )
     if not out:
@@ -333,8 +323,8 @@ def _factor_state(m: _Message) -> list[CanonicalRecord]:
     if number is None:
         raise m.fail(f"'value' must be a number, got {_quote(value)}")
     metric = f"factor.{factor}.{_FACTOR_SUFFIX[m.kind]}"
-    labels = m.labels("zoneId", "factorId")
-    return [m.measurement(zone, metric, number, _unit(factor), m.ts_ms, labels)]
+    notes = m.annotations("zoneId", "factorId")
+    return [m.measurement(zone, metric, number, _unit(factor), m.ts_ms, notes)]
 
 
 def _objective_state(m: _Message) -> list[CanonicalRecord]:
@@ -342,16 +332,16 @@ def _objective_state(m: _Message) -> list[CanonicalRecord]:
     value = m.body.get("value")
     if not isinstance(value, bool):
         raise m.fail(f"'value' must be true or false, got {_quote(value)}")
-    labels = m.labels("zoneId")
-    return [m.state(entity, "objective.executable", str(value).lower(), None, labels)]
+    notes = m.annotations("zoneId")
+    return [m.state(entity, "objective.executable", str(value).lower(), None, notes)]
 
 
 def _entity_management(m: _Message) -> list[CanonicalRecord]:
     entity = m.need("entityId")
     m.need("entityType")
     action = m.need("action")
-    labels = m.labels("entityType")
-    return [m.state(entity, "management", action.lower(), None, labels)]
+    notes = m.annotations("entityType")
+    return [m.state(entity, "management", action.lower(), None, notes)]
 
 
 def _data_container(m: _Message) -> list[CanonicalRecord]:
@@ -382,12 +372,16 @@ def _data_container(m: _Message) -> list[CanonicalRecord]:
         raise m.fail("missing 'data_points' (next to or inside 'header')")
     if not isinstance(points, list):
         raise m.fail(f"'data_points' must be an array, got {_kind(points)}")
+    if not points:
+        raise ControlFrame("no data points")
     base = f"provider.{group}.{custom}" if custom else f"provider.{group}"
-    labels = {"type": m.kind}
+    nature = type_info.get("sourceNature")
+    sensor = isinstance(nature, str) and nature.upper() in SENSOR_NATURES
+    annotations = {"type": m.kind}
     for key, source in (("zoneId", info), ("sourceNature", type_info), ("measurement", type_info)):
         value = source.get(key)
         if isinstance(value, str) and value:
-            labels[key] = value
+            annotations[key] = value
     out: list[CanonicalRecord] = []
     for position, point in enumerate(points):
         where = f"data_points[{position}]"
@@ -410,7 +404,13 @@ def _data_container(m: _Message) -> list[CanonicalRecord]:
                 raise m.fail(f"'{where}.v[{index}]' ({column}) must be a number, got {_kind(raw)}")
             column_unit = unit if column.upper().startswith("VALUE") else ""
             metric = f"{base}.{column}"
-            out.append(m.measurement(entity, metric, number, column_unit, ts_ms, dict(labels)))
+            out.append(m.measurement(entity, metric, number, column_unit, ts_ms, dict(annotations)))
+            if sensor and column == SENSOR_VALUE_COLUMN:
+                # The same reading a SENSOR_STATE gives as sensor.<factor>: one series.
+                alias = f"sensor.{group}"
+                out.append(m.measurement(entity, alias, number, unit, ts_ms, dict(annotations)))
+    if not out:
+        raise ControlFrame("no data points")  # every point's columns were null
     return out
 
 
@@ -452,3 +452,7 @@ _HANDLERS: dict[str, Callable[[_Message], list[CanonicalRecord]]] = {
 
 MESSAGE_TYPES: tuple[str, ...] = tuple(_HANDLERS)
 """Every ``type`` the normalizer accepts: the ten documented ones plus ``NEW_DATA``."""
+
+
+FAMILY = Family("hemis", parse)
+"""The Hemis family for the registry (:mod:`pipeline.normalize`)."""

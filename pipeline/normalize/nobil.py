@@ -25,9 +25,13 @@ the same index). Per frame type:
   nothing.
 
 Event time: a connector's ``timestamp`` (epoch ms; seconds are detected and scaled), or the
-envelope's receipt time when it is ``-1`` (unknown). A station's status takes the latest known
-connector timestamp. A previous state that cannot be read counts as unknown, never as an error:
-it only decides whether an event is emitted.
+envelope's receipt time when it is ``-1`` (unknown). Exception, the producer's first snapshot
+(no ``meta["previous"]``): its events carry the receipt time and the upstream change time as
+annotation ``changed_at`` (ISO 8601 UTC). Why: a connector already in error when we connect
+is news at first sight; stamped with its change time, an ``error`` rule would fire at a time
+minutes or days before any data arrived (and a ``for: 5m`` would be met at once). A
+station's status takes the latest known connector timestamp. A previous state that cannot be
+read counts as unknown, never as an error: it only decides whether an event is emitted.
 
 Enova frames (``{"nobilId", "evseUId", "status"}``) give one event: entity
 ``{nobilId}/{evseUId}``, name ``status``, value the lowercased status (``available``,
@@ -40,19 +44,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from pipeline.errors import BadInputError
-from pipeline.models import RawEnvelope, StateEvent
+from pipeline.models import CanonicalRecord, RawEnvelope, StateEvent
+from pipeline.normalize.common import ControlFrame, Family
+from pipeline.normalize.common import json_kind as _kind
+from pipeline.normalize.common import quote as _quote
+from pipeline.normalize.decode import run
 
 __all__ = [
     "CONNECTOR_ERROR",
     "CONNECTOR_STATUS",
     "ENOVA_STATUSES",
+    "FAMILY",
     "STATION_STATUS",
     "normalize",
+    "parse",
 ]
 
 CONNECTOR_STATUS: dict[int, str] = {-1: "unknown", 0: "available", 1: "occupied"}
@@ -71,35 +80,9 @@ ENOVA_STATUSES: tuple[str, ...] = (
 )
 _ENOVA_VALUES = frozenset(s.lower() for s in ENOVA_STATUSES)
 _TYPES = ("snapshot:init", "status:update", "status:raw")
-_QUOTE_MAX = 40
 # Timestamps below this are seconds, at or above it milliseconds (1e11 s is year 5138).
 _SECONDS_BELOW = 1e11
 _MS_BELOW = 1e14
-
-
-def _quote(value: object) -> str:
-    """Short form of an upstream value for a reason (never the whole value)."""
-    if isinstance(value, str):
-        if len(value) > _QUOTE_MAX:
-            value = value[: _QUOTE_MAX - 3] + "..."
-        return repr(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return f"({_kind(value)})"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 @dataclass(frozen=True)
@@ -130,6 +113,7 @@ class _Frame:
     def __init__(self, envelope: RawEnvelope, what: str) -> None:
         self.envelope = envelope
         self.what = what
+        self.first_sight = False
 
     def fail(self, where: str, message: str) -> BadInputError:
         return BadInputError(f"nobil {self.what}: {where}: {message}" if where else message)
@@ -143,6 +127,11 @@ class _Frame:
         ts_ms: int | None,
         labels: dict[str, str],
     ) -> StateEvent:
+        annotations: dict[str, str] = {}
+        if ts_ms is not None and self.first_sight:
+            # The producer's first snapshot: the state is news to us now, whenever it began.
+            annotations["changed_at"] = _iso(ts_ms)
+            ts_ms = None
         return StateEvent(
             source=self.envelope.source,
             stream=self.envelope.stream,
@@ -152,6 +141,7 @@ class _Frame:
             previous=previous,
             ts_ms=self.envelope.received_at_ms if ts_ms is None else ts_ms,
             labels=labels,
+            annotations=annotations,
         )
 
     # -------------------------------------------------------------- strict upstream fields
@@ -289,8 +279,18 @@ def _previous_station(value: object) -> _Previous | None:
 # ------------------------------------------------------------------ entry point
 
 
-def normalize(envelope: RawEnvelope) -> list[StateEvent]:
-    """Turn one Nobil frame (legacy or Enova) into the state changes it carries.
+def _iso(ms: int) -> str:
+    """ISO 8601 UTC text of epoch ms (``2026-01-02T03:04:05Z``)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
+    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
+    return run(FAMILY, envelope).records
+
+
+def parse(envelope: RawEnvelope, frame: Any) -> list[CanonicalRecord]:
+    """Turn one decoded Nobil frame (legacy or Enova) into the state changes it carries.
 
     Args:
         envelope: the raw envelope; ``payload`` is the frame text exactly as received and
@@ -298,25 +298,28 @@ def normalize(envelope: RawEnvelope) -> list[StateEvent]:
 
     Returns:
         One :class:`~pipeline.models.StateEvent` per changed (or, when the previous state is
-        unknown, per reported) state; ``[]`` when nothing changed.
+        unknown, per reported) state.
 
     Raises:
         BadInputError: the frame is not JSON, not an object, of an unknown type, or a field is
             missing or out of its documented range; the reason names the field.
+        ControlFrame: ``no change``: the frame repeats known states.
     """
-    try:
-        frame = orjson.loads(envelope.payload)
-    except orjson.JSONDecodeError as exc:
-        raise BadInputError(f"nobil frame: not valid JSON ({exc.msg} at char {exc.pos})") from exc
     if not isinstance(frame, dict):
         raise BadInputError(f"nobil frame: expected a JSON object, got {_kind(frame)}")
     if "type" in frame:
-        return _legacy(envelope, frame)
+        return _unchanged_is_control(_legacy(envelope, frame))
     if "nobilId" in frame:
-        return _enova(envelope, frame)
+        return _unchanged_is_control(_enova(envelope, frame))
     raise BadInputError(
         "nobil frame: neither a legacy message ('type') nor an Enova status ('nobilId')"
     )
+
+
+def _unchanged_is_control(events: list[StateEvent]) -> list[CanonicalRecord]:
+    if not events:
+        raise ControlFrame("no change")
+    return list(events)
 
 
 def _legacy(envelope: RawEnvelope, frame: dict[str, Any]) -> list[StateEvent]:
@@ -344,6 +347,7 @@ def _snapshot(this: _Frame, data: object, meta: dict[str, Any]) -> list[StateEve
         raise this.fail("data", f"must be an array of stations, got {_kind(data)}")
     stations = [this.station(s, f"data[{i}]") for i, s in enumerate(data)]
     if "previous" not in meta:  # the producer's first snapshot: every state is new
+        this.first_sight = True
         return [e for s in stations for e in this.station_events(s, None)]
     changed = meta["previous"]
     if not isinstance(changed, dict):
@@ -384,3 +388,7 @@ def _enova(envelope: RawEnvelope, frame: dict[str, Any]) -> list[StateEvent]:
         return []
     labels = {"station": station, "evse": evse}
     return [this.event(f"{station}/{evse}", "status", value, previous, None, labels)]
+
+
+FAMILY = Family("nobil", parse)
+"""The Nobil family for the registry (:mod:`pipeline.normalize`)."""

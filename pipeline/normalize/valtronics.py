@@ -14,18 +14,19 @@ frame                                   records
 (server)                                ``data.metric_value``, ``data.unit``)
 ``alert`` (doc: flat; server: the       :class:`StateEvent` ``alert.<alert_type>`` (type
 fields inside ``alert``)                lowercased; ``alert.unknown`` when the frame has none,
-                                        as the server defaults), value = severity, labels
-                                        ``title``/``message``/``alert_id``/``device_name``
+                                        as the server defaults), value = severity,
+                                        annotations ``title``/``message``/``alert_id``/
+                                        ``device_name``
 ``device_status_update`` (doc)          StateEvent ``status`` = ``new_status``, previous =
-                                        ``old_status``, label ``reason``
+                                        ``old_status``, annotation ``reason``
 ``device_update`` (server)              ``updates.status`` -> StateEvent ``status``;
                                         ``updates.command_response.status`` -> StateEvent
-                                        ``command.status`` (label ``command_id``); a device
-                                        heartbeat or a bare ``last_seen`` -> nothing
+                                        ``command.status`` (annotation ``command_id``); a
+                                        device heartbeat or a bare ``last_seen`` -> control
 ``device_status`` (server)              StateEvent ``status``
 ``system_status_update`` (doc)          one Measurement per key of ``metrics``, entity
                                         ``system``
-``heartbeat``, ``pong``,                ``[]``: keepalive, session control and errors about
+``heartbeat``, ``pong``,                control frames: keepalive, session control and errors about
 ``auth_response``,                      our own requests hold nothing to measure (the
 ``subscription_confirmed``,             producer acts on them and logs errors)
 ``unsubscription_confirmed``,
@@ -36,7 +37,10 @@ fields inside ``alert``)                lowercased; ``alert.unknown`` when the f
 
 Entity: the device id as text (``"1"``); ``system`` for server metrics. Units come from the
 frame; when it has none (``null`` or missing) from :data:`UNITS` by metric name, else ``""``.
-States are lowercase text; ``previous`` is only known for ``device_status_update``.
+States are lowercase text; ``previous`` is only known for ``device_status_update``. No
+Valtronics record carries identity labels: the device id and the metric or state name name
+the series, so ``status`` seen through ``device_status_update``, ``device_update`` and
+``device_status`` (any ``reason``) is one series.
 
 Event time: the most specific upstream timestamp (a telemetry item's own, the server's
 device-side ``data.timestamp``, then the frame's), as ISO 8601 (``Z``, an offset, or naive,
@@ -49,19 +53,19 @@ echoes more than a short fragment of the frame. No other exception escapes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from pipeline.errors import BadInputError
-from pipeline.models import Measurement, RawEnvelope, StateEvent
+from pipeline.models import CanonicalRecord, Measurement, RawEnvelope, StateEvent
+from pipeline.normalize.common import ControlFrame, Family
+from pipeline.normalize.common import json_kind as _kind
+from pipeline.normalize.common import quote as _quote
+from pipeline.normalize.decode import run
 
-__all__ = ["IGNORED_TYPES", "SYSTEM_ENTITY", "UNITS", "normalize"]
+__all__ = ["FAMILY", "IGNORED_TYPES", "SYSTEM_ENTITY", "UNITS", "normalize", "parse"]
 
 SYSTEM_ENTITY = "system"
 """Entity of ``system_status_update`` metrics."""
@@ -93,38 +97,11 @@ IGNORED_TYPES = frozenset(
 )
 """Documented types that hold nothing to measure: valid, normalized to ``[]``."""
 
-_QUOTE_MAX = 40
 _LABEL_MAX = 200
 _SECONDS_BELOW = 1e11  # epoch numbers below this are seconds (until year 5138), else ms
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 Record = Measurement | StateEvent
-
-
-def _kind(value: object) -> str:
-    """JSON name of a parsed value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _quote(value: object) -> str:
-    """Short form of an upstream value for a reason (never the whole value)."""
-    if isinstance(value, str):
-        if len(value) > _QUOTE_MAX:
-            value = value[: _QUOTE_MAX - 3] + "..."
-        return repr(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return f"({_kind(value)})"
 
 
 class _Frame:
@@ -177,7 +154,7 @@ class _Frame:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(f"{_quote(path)} must be a number, got {_kind(value)}")
         number = float(value)
-        if not math.isfinite(number):  # pragma: no cover - orjson rejects NaN and Infinity
+        if not math.isfinite(number):
             raise self.fail(f"{_quote(path)} is not a finite number")
         return number
 
@@ -242,7 +219,7 @@ class _Frame:
         value: str,
         previous: str | None,
         ts_ms: int,
-        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> StateEvent:
         return StateEvent(
             source=self.envelope.source,
@@ -252,44 +229,33 @@ class _Frame:
             value=value.strip().lower(),
             previous=None if previous is None else previous.strip().lower(),
             ts_ms=ts_ms,
-            labels=labels or {},
+            annotations=annotations or {},
         )
 
 
-def _decode(envelope: RawEnvelope) -> Any:
-    payload: str | bytes = envelope.payload
-    if envelope.meta.get("encoding") == "base64":
-        try:
-            payload = base64.b64decode(envelope.payload, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadInputError("valtronics frame: payload is not valid base64") from exc
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise BadInputError(
-            f"valtronics frame: not valid JSON ({exc.msg} at char {exc.pos})"
-        ) from exc
+def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
+    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
+    return run(FAMILY, envelope).records
 
 
-def normalize(envelope: RawEnvelope) -> list[Measurement | StateEvent]:
-    """Turn one Valtronics frame into measurements and state events.
+def parse(envelope: RawEnvelope, document: Any) -> list[CanonicalRecord]:
+    """Turn one decoded Valtronics frame into measurements and state events.
 
     Returns:
-        The records of a data frame (see the module docstring); ``[]`` for documented frames
-        that hold none.
+        The records of a data frame (see the module docstring).
 
     Raises:
         BadInputError: not JSON, not an object, an unknown or missing ``type`` (a bare
             ``{"error": ...}`` is fine), or a documented frame missing or mistyping a field
-            it needs. No other exception escapes.
+            it needs.
+        ControlFrame: documented frames that hold no record (kind = the frame type).
     """
-    document = _decode(envelope)
     if not isinstance(document, dict):
         raise BadInputError(f"valtronics frame: expected a JSON object, got {_kind(document)}")
     frame_type = document.get("type")
     if frame_type is None:
         if isinstance(document.get("error"), str):
-            return []  # the server's bare error frame
+            raise ControlFrame("error")  # the server's bare error frame
         raise BadInputError("valtronics frame: missing 'type'")
     if not isinstance(frame_type, str):
         raise BadInputError(f"valtronics frame: 'type' must be a string, got {_kind(frame_type)}")
@@ -297,7 +263,7 @@ def normalize(envelope: RawEnvelope) -> list[Measurement | StateEvent]:
     if handler is not None:
         return handler(_Frame(envelope, document, frame_type))
     if frame_type in IGNORED_TYPES:
-        return []
+        raise ControlFrame(frame_type)
     raise BadInputError(f"valtronics frame: unknown type {_quote(frame_type)}")
 
 
@@ -347,16 +313,16 @@ def _alert(frame: _Frame) -> list[Record]:
     entity = frame.entity(body, f"{prefix}device_id")
     severity = frame.text(body, "severity", f"{prefix}severity")
     alert_type = frame.optional_text(body, "alert_type", f"{prefix}alert_type") or "unknown"
-    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
     for key in ("title", "message", "device_name"):
         value = body.get(key)
         if isinstance(value, str) and value:
-            labels[key] = value[:_LABEL_MAX]
+            annotations[key] = value[:_LABEL_MAX]
     alert_id = body.get("alert_id")
     if isinstance(alert_id, int | str) and not isinstance(alert_id, bool):
-        labels["alert_id"] = str(alert_id)
+        annotations["alert_id"] = str(alert_id)
     name = f"alert.{alert_type.strip().lower()}"
-    return [frame.state(entity, name, severity, None, ts_ms, labels)]
+    return [frame.state(entity, name, severity, None, ts_ms, annotations)]
 
 
 def _device_status_update(frame: _Frame) -> list[Record]:
@@ -364,11 +330,12 @@ def _device_status_update(frame: _Frame) -> list[Record]:
     entity = frame.entity(doc, "device_id")
     new = frame.text(doc, "new_status", "new_status")
     old = frame.optional_text(doc, "old_status", "old_status")
-    labels = {}
+    annotations = {}
     reason = doc.get("reason")
     if isinstance(reason, str) and reason:
-        labels["reason"] = reason[:_LABEL_MAX]
-    return [frame.state(entity, "status", new, old, frame.time_ms((doc, "timestamp")), labels)]
+        annotations["reason"] = reason[:_LABEL_MAX]
+    ts_ms = frame.time_ms((doc, "timestamp"))
+    return [frame.state(entity, "status", new, old, ts_ms, annotations)]
 
 
 def _device_update(frame: _Frame) -> list[Record]:
@@ -383,12 +350,14 @@ def _device_update(frame: _Frame) -> list[Record]:
     if updates.get("command_response") is not None:
         response = frame.obj(updates, "command_response", "updates.command_response")
         status = frame.text(response, "status", "updates.command_response.status")
-        labels = {}
+        annotations = {}
         command_id = response.get("command_id")
         if isinstance(command_id, int | str) and not isinstance(command_id, bool):
-            labels["command_id"] = str(command_id)
-        out.append(frame.state(entity, "command.status", status, None, ts_ms, labels))
-    return out  # a device heartbeat or a bare last_seen: nothing to record
+            annotations["command_id"] = str(command_id)
+        out.append(frame.state(entity, "command.status", status, None, ts_ms, annotations))
+    if not out:
+        raise ControlFrame("device heartbeat")  # or a bare last_seen: nothing to record
+    return out
 
 
 def _device_status(frame: _Frame) -> list[Record]:
@@ -421,3 +390,7 @@ _HANDLERS: dict[str, Callable[[_Frame], list[Record]]] = {
     "device_status": _device_status,
     "system_status_update": _system_status_update,
 }
+
+
+FAMILY = Family("valtronics", parse)
+"""The Valtronics family for the registry (:mod:`pipeline.normalize`)."""

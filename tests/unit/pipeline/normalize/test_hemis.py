@@ -37,12 +37,12 @@ def golden_names() -> list[str]:
     return sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
 
 
-def M(entity: str, metric: str, value: float, unit: str, ts: int, **labels: str) -> Measurement:
-    return Measurement("hemis", "home", entity, metric, value, unit, ts, labels)
+def M(entity: str, metric: str, value: float, unit: str, ts: int, **notes: str) -> Measurement:
+    return Measurement("hemis", "home", entity, metric, value, unit, ts, {}, notes)
 
 
-def S(entity: str, name: str, value: str, prev: str | None, ts: int, **labels: str) -> StateEvent:
-    return StateEvent("hemis", "home", entity, name, value, prev, ts, labels)
+def S(entity: str, name: str, value: str, prev: str | None, ts: int, **notes: str) -> StateEvent:
+    return StateEvent("hemis", "home", entity, name, value, prev, ts, {}, notes)
 
 
 # --- golden files: present, current, and one of every type ---------------------------------
@@ -80,7 +80,7 @@ def test_every_golden_frame_normalizes_with_its_key_as_entity(name: str) -> None
     for record in records:
         assert record.source == "hemis"
         assert record.stream == "home"
-        assert record.labels["type"] == frame["type"]
+        assert record.annotations["type"] == frame["type"]
         assert 1_721_980_700_000 < record.ts_ms < 1_721_980_900_000  # upstream time, not receipt
 
 
@@ -174,7 +174,7 @@ def test_golden_it_states(name: str) -> None:
     assert all(isinstance(r, StateEvent) and r.entity == frame["itId"] for r in got)
     if name == "it_state_fault":
         assert got[0].value == "ko"
-        assert got[0].labels["cause"] == "TIMEOUT"
+        assert got[0].annotations["cause"] == "TIMEOUT"
 
 
 @pytest.mark.parametrize(
@@ -251,19 +251,23 @@ def test_golden_data_containers_both_shapes_and_units(name: str) -> None:
         ts = point["d"] * 1000 if seconds else point["d"]
         for column, index in mapping.items():
             unit = "°C" if column == "VALUENB" else ""
-            expected.append(
-                M(
-                    "041AA72AAA4A83",
-                    f"provider.TMP.{column}",
-                    float(point["v"][index]),
-                    unit,
-                    ts,
-                    type=frame["type"],
-                    zoneId="Serveur",
-                    sourceNature="SEN",
-                    measurement="TEMP",
+            metrics = [f"provider.TMP.{column}"]
+            if column == "VALUENB":  # a sensor's reading is also sensor.<group>, as SENSOR_STATE
+                metrics.append("sensor.TMP")
+            for metric in metrics:
+                expected.append(
+                    M(
+                        "041AA72AAA4A83",
+                        metric,
+                        float(point["v"][index]),
+                        unit,
+                        ts,
+                        type=frame["type"],
+                        zoneId="Serveur",
+                        sourceNature="SEN",
+                        measurement="TEMP",
+                    )
                 )
-            )
     assert got == expected
     # seconds and milliseconds land on the same scale
     assert all(1_721_980_700_000 < r.ts_ms < 1_721_980_900_000 for r in got)
@@ -481,6 +485,7 @@ def test_doc_data_provider_in_seconds_with_points_beside_header() -> None:
             1564478714000,
             **DOC_PROVIDER_LABELS,
         ),
+        M("0400A5818140A9", "sensor.TMP", 20.0, "°C", 1564478714000, **DOC_PROVIDER_LABELS),
         M("0400A5818140A9", "provider.TMP.NBPOINT", 1.0, "", 1564478714000, **DOC_PROVIDER_LABELS),
         M(
             "0400A5818140A9",
@@ -498,6 +503,7 @@ def test_doc_data_provider_in_seconds_with_points_beside_header() -> None:
             1564478716000,
             **DOC_PROVIDER_LABELS,
         ),
+        M("0400A5818140A9", "sensor.TMP", 21.0, "°C", 1564478716000, **DOC_PROVIDER_LABELS),
         M("0400A5818140A9", "provider.TMP.NBPOINT", 1.0, "", 1564478716000, **DOC_PROVIDER_LABELS),
     ]
 
@@ -518,7 +524,7 @@ def test_data_provider_prose_shape_in_ms_gives_the_same_records() -> None:
     assert [(r.metric, r.value, r.ts_ms) for r in got] == [
         (r.metric, r.value, r.ts_ms) for r in expected
     ]
-    assert {r.labels["type"] for r in got} == {"NEW_DATA"}
+    assert {r.annotations["type"] for r in got} == {"NEW_DATA"}
 
 
 # --- shape details ----------------------------------------------------------------------------
@@ -620,7 +626,11 @@ def test_custom_persistence_id_and_null_cells() -> None:
 
     got = normalize(envelope(frame))
 
-    assert [r.metric for r in got] == ["provider.TMP.floor.VALUENB", "provider.TMP.floor.NBPOINT"]
+    assert [r.metric for r in got] == [
+        "provider.TMP.floor.VALUENB",
+        "sensor.TMP",
+        "provider.TMP.floor.NBPOINT",
+    ]
 
 
 def test_empty_data_points_is_valid_and_empty() -> None:
@@ -654,8 +664,8 @@ INFO = ["container", "dataInfo"]
 DATA = ["container", "data"]
 
 REJECTED: list[tuple[Any, str]] = [
-    ("not json", "hemis message: not valid JSON (invalid literal, expected 'null' at char 0)"),
-    ("", "hemis message: not valid JSON (Input is a zero-length, empty document at char 0)"),
+    ("not json", "hemis frame: not valid JSON (invalid literal, expected 'null' at char 0)"),
+    ("", "hemis frame: not valid JSON (Input is a zero-length, empty document at char 0)"),
     ([1], "hemis message: expected a JSON object, got array"),
     ("null", "hemis message: expected a JSON object, got null"),
     ({"timestamp": 1}, "hemis message: missing 'type'"),
@@ -861,12 +871,16 @@ def test_rejected_messages_name_the_reason(payload: Any, reason: str) -> None:
 @pytest.mark.parametrize(
     ("payload", "meta", "reason"),
     [
-        ("%%%", {"encoding": "base64"}, "hemis message: payload is not valid base64"),
-        ("e30=", {"encoding": "hex"}, "hemis message: unknown meta.encoding 'hex'"),
+        ("%%%", {"encoding": "base64"}, "hemis frame: payload is not valid base64"),
+        (
+            "e30=",
+            {"encoding": "hex"},
+            "hemis frame: unknown meta.encoding 'hex'; expected 'base64'",
+        ),
         (
             base64.b64encode(b"\xff\xfe").decode(),
             {"encoding": "base64"},
-            "hemis message: not valid JSON (str is not valid UTF-8: surrogates not allowed at char 0)",
+            "hemis frame: binary frame is not UTF-8 text (byte 0)",
         ),
     ],
 )
@@ -948,7 +962,7 @@ def test_any_fields_for_every_type_only_raise_bad_input(kind: str, fields: dict[
     got = outcome(envelope({**fields, "type": kind}))
 
     if got is not None:
-        assert all(r.labels["type"] == kind for r in got)
+        assert all(r.annotations["type"] == kind for r in got)
 
 
 @settings(max_examples=200, deadline=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +80,42 @@ def test_first_snapshot_emits_every_state_with_unknown_previous() -> None:
         assert event.stream == "nobil-no"
 
 
-def test_snapshot_times_come_from_connector_timestamps() -> None:
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_first_snapshot_is_news_at_first_sight_with_the_change_time_annotated() -> None:
+    """Issue 14: a connector already in error in the first snapshot fired at its upstream
+    change time, minutes (or days) before any data arrived. Its events now carry the receipt
+    time; the upstream change time is kept as the ``changed_at`` annotation."""
     frame = golden("snapshot_init.json")
     got = normalize(envelope(golden_text("snapshot_init.json")))
     by_key = {(e.entity, e.name): e for e in got}
+    assert all(e.ts_ms == RECEIVED_MS for e in got)
     for station in frame["data"]:
         known = [c["timestamp"] for c in station["connectors"] if c["timestamp"] != -1]
-        assert by_key[(station["uuid"], "status")].ts_ms == (max(known) if known else RECEIVED_MS)
-        assert by_key[(station["uuid"], "status")].labels == {"station": station["uuid"]}
+        status = by_key[(station["uuid"], "status")]
+        assert status.labels == {"station": station["uuid"]}
+        assert status.annotations == ({"changed_at": iso(max(known))} if known else {})
         for i, c in enumerate(station["connectors"]):
             event = by_key[(f"{station['uuid']}/{i}", "error")]
-            assert event.ts_ms == (RECEIVED_MS if c["timestamp"] == -1 else c["timestamp"])
             assert event.labels == {"station": station["uuid"], "connector": str(i)}
+            expected = {} if c["timestamp"] == -1 else {"changed_at": iso(c["timestamp"])}
+            assert event.annotations == expected
     # The golden snapshot has never-reported connectors and a station with only those.
     assert any(c["timestamp"] == -1 for s in frame["data"] for c in s["connectors"])
-    assert by_key[("SWE_16796", "status")].ts_ms == RECEIVED_MS
+
+
+def test_later_snapshot_and_updates_keep_the_upstream_change_time() -> None:
+    frame = golden("snapshot_init.json")
+    first = frame["data"][0]
+    before = state(first)
+    before["connectors"][0]["error"] = 1 - before["connectors"][0]["error"]
+    got = normalize(envelope(golden_text("snapshot_init.json"), {first["uuid"]: before}))
+    connector = first["connectors"][0]
+    event = next(e for e in got if e.entity == f"{first['uuid']}/0" and e.name == "error")
+    assert event.ts_ms == (RECEIVED_MS if connector["timestamp"] == -1 else connector["timestamp"])
+    assert event.annotations == {}
 
 
 def test_snapshot_after_reconnect_emits_only_what_changed() -> None:
@@ -141,7 +163,9 @@ def test_docs_snapshot_sample_without_station_status() -> None:
         ("NOR_01270/1", "status", "available", None),
         ("NOR_01270/1", "error", "ok", None),
     ]
-    assert [e.ts_ms for e in got] == [RECEIVED_MS, RECEIVED_MS, 1453835318000, 1453835318000]
+    assert [e.ts_ms for e in got] == [RECEIVED_MS] * 4  # first sight (issue 14)
+    changed = iso(1453835318000)
+    assert [e.annotations.get("changed_at") for e in got] == [None, None, changed, changed]
 
 
 # --- status:update --------------------------------------------------------------------------

@@ -71,6 +71,7 @@ def test_doc_alert_is_a_state_named_by_type_valued_by_severity() -> None:
             "critical",
             None,
             at(5),
+            {},
             {
                 "title": "High Temperature Alert",
                 "message": "Temperature exceeds safe threshold",
@@ -89,6 +90,7 @@ def test_server_alert_reads_the_nested_alert() -> None:
             "critical",
             None,
             at(5),
+            {},
             {"message": "Temperature exceeds safe threshold", "device_name": "Server rack A"},
         )
     ]
@@ -96,7 +98,9 @@ def test_server_alert_reads_the_nested_alert() -> None:
 
 def test_doc_device_status_update_knows_the_previous_status() -> None:
     assert golden("doc_device_status_update.json") == [
-        StateEvent(*S, "3", "status", "offline", "online", at(10), {"reason": "Connection lost"})
+        StateEvent(
+            *S, "3", "status", "offline", "online", at(10), {}, {"reason": "Connection lost"}
+        )
     ]
 
 
@@ -108,7 +112,7 @@ def test_server_device_update_status() -> None:
 
 def test_server_device_update_command_response() -> None:
     assert golden("server_device_update_command.json") == [
-        StateEvent(*S, "4", "command.status", "completed", None, at(25), {"command_id": "1"})
+        StateEvent(*S, "4", "command.status", "completed", None, at(25), {}, {"command_id": "1"})
     ]
 
 
@@ -199,6 +203,7 @@ def test_documented_samples_exact_records() -> None:
             "critical",
             None,
             t,
+            {},
             {
                 "title": "High Temperature Alert",
                 "message": "Temperature exceeds safe threshold",
@@ -282,7 +287,7 @@ def test_device_update_with_status_and_command_yields_both() -> None:
         },
     }
     got = normalize(envelope(frame))
-    assert [(s.name, s.value, s.labels) for s in got if isinstance(s, StateEvent)] == [
+    assert [(s.name, s.value, s.annotations) for s in got if isinstance(s, StateEvent)] == [
         ("status", "warning", {}),
         ("command.status", "failed", {"command_id": "c-9"}),
     ]
