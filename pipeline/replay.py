@@ -37,6 +37,7 @@ class ReplayResult:
     records: int = 0
     bad_lines: int = 0
     dead_letters: int = 0
+    control_frames: int = 0
 
 
 def read_envelopes(path: Path, result: ReplayResult) -> Iterator[RawEnvelope]:
@@ -61,10 +62,13 @@ def replay(
     for envelope in envelopes:
         result.envelopes += 1
         try:
-            records.extend(normalize_envelope(envelope))
+            normalized = normalize_envelope(envelope)
         except BadInputError as exc:
             result.dead_letters += 1
             logger.warning("replay dead letter source=%s reason=%s", envelope.source, exc.reason)
+            continue
+        records.extend(normalized)
+        result.control_frames += not normalized  # a frame without records is a control frame
     records.sort(key=lambda r: r.ts_ms)
     result.records = len(records)
     state: dict[str, EngineState] = {}

@@ -178,6 +178,8 @@ class NormalizeStage:
                     batch.add(outcome)
                     counters["raw"] += 1
                     counters["measurements"] += len(outcome)
+                    if not outcome:  # a control frame (pong, heartbeat...): see pipeline.normalize
+                        counters["control_frames"] += 1
                     continue
                 counters["deadlettered"] += 1
                 await dead_letter_record(publisher, message, stage="normalize", reason=outcome)
