@@ -9,7 +9,7 @@ imports faust.
 
 State
     One :data:`~pipeline.rules.state.EngineState` entry per alert, under its fingerprint
-    ``alert_fingerprint(rule, entity, record labels)``, in a caller-owned
+    ``alert_fingerprint(rule, entity, identity labels)``, in a caller-owned
     ``MutableMapping[str, EngineState]`` (a dict in tests, a changelog table in the worker,
     stored with :func:`encode_state` / :func:`decode_state`). The engine never iterates it,
     and writes an entry only when it changed: a steady threshold alert costs one read per
@@ -78,10 +78,31 @@ Reload
     :meth:`RuleRuntime.rebuild <pipeline.rules.runtime.RuleRuntime.rebuild>` meets them
     (their :meth:`deadline` is 0: due at once); no transition is announced for them.
 
+Identity
+    An alert is one rule, one entity and its *identity labels*: the record's labels (stable
+    dimensions such as ``phase``, see ``docs/records.md``), or those the rule's ``identity``
+    names. Annotations (reasons, titles, ids, message types) never enter the fingerprint, so
+    a device that goes offline with one reason and comes back with another is one alert.
+    The transitions a record causes carry its annotations; a timer's, those of the record
+    that created the entry.
+
+Upgrade (entries written before identity labels)
+    Entries whose subject has ``identity_version`` 0 were keyed by every record label,
+    annotations included. :meth:`RuleEngine.deadline` makes them due at once, so the first
+    timer run (or :meth:`RuleRuntime.rebuild <pipeline.rules.runtime.RuleRuntime.rebuild>`
+    then the first ``advance``) re-keys them before any record is evaluated: the labels the
+    family catalogue declares identity labels (or the rule's ``identity``) stay labels, the
+    rest become annotations, and the entry moves to its new fingerprint, remembering the old
+    one in ``subject.fingerprint``. The alert keeps being announced under its old
+    fingerprint, so one that fired before the upgrade resolves downstream. When several old
+    entries collapse into one new key (the split this change fixes), the one already firing
+    there, or the first, is kept; another firing one is announced resolved at the clock time,
+    so nothing is left firing for ever (``counters["upgraded"]``, ``["merged"]``).
+
 Templates
     ``summary`` and ``description`` see ``rule``, ``type``, ``entity``, ``source``,
     ``stream``, ``metric`` (the state name for state rules), ``value``, ``unit``, ``labels``,
-    ``state`` (firing/resolved), ``ts_ms``, ``severity``; with a condition ``op``,
+    ``annotations``, ``state`` (firing/resolved), ``ts_ms``, ``severity``; with a condition ``op``,
     ``threshold`` (and ``low``, ``high`` for ranges); aggregate rules ``aggregate`` (``avg``,
     ``p95``...), ``window`` (kind), ``window_size``, ``window_start_ms``, ``window_end_ms``
     (of the window the value comes from); absence rules ``after``, ``last_seen_ms``; state
@@ -99,10 +120,22 @@ from collections import Counter
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
+import msgspec
+
 from pipeline.models import AlertTransition, Measurement
-from pipeline.rules.evaluators import AnyEvaluator, Record, make_evaluator, rule_hash
+from pipeline.normalize.catalogue import CATALOGUE
+from pipeline.rules.evaluators import (
+    AnyEvaluator,
+    Record,
+    firing_of,
+    make_evaluator,
+    rule_hash,
+    split_identity,
+)
+from pipeline.rules.lifecycle import Change
 from pipeline.rules.schema import Rule
 from pipeline.rules.state import (
+    IDENTITY_VERSION,
     AbsenceState,
     AlertState,
     EngineState,
@@ -141,7 +174,8 @@ STALE_DUE_MS: Final = 0
 
 
 def alert_fingerprint(rule: str, entity: str, labels: dict[str, str]) -> str:
-    """Stable identity of an alert: 16 hex digits of BLAKE2b over rule, entity, sorted labels."""
+    """Stable identity of an alert: 16 hex digits of BLAKE2b over rule, entity, sorted
+    identity labels (never annotations: see "Identity" above)."""
     if labels:
         return _fingerprint(rule, entity, labels)
     return _unlabelled_fingerprint(rule, entity)
@@ -271,7 +305,8 @@ class RuleEngine:
         record: Record,
         out: list[AlertTransition],
     ) -> None:
-        key = alert_fingerprint(ev.name, record.entity, record.labels)
+        labels, notes = ev.identify(record)
+        key = alert_fingerprint(ev.name, record.entity, labels)
         stored = state.get(key)
         entry: Any = self._current(ev, stored)
         if entry is not None and ev.is_late(entry, record.ts_ms):
@@ -280,7 +315,12 @@ class RuleEngine:
         if entry is not None and ev.is_duplicate(entry, record):
             self.counters["duplicate"] += 1
             return
-        self._store(state, key, stored, ev.on_record(key, entry, record, out))
+        ev.record_notes = notes or None
+        try:
+            new = ev.on_record(key, entry, record, out)
+        finally:
+            ev.record_notes = None
+        self._store(state, key, stored, new)
 
     def deadline(self, key: str, entry: EngineState) -> int | None:
         """Clock time (ms) at which :meth:`expire` must run for ``entry``, or None.
@@ -290,7 +330,7 @@ class RuleEngine:
         definition are due at once (:data:`STALE_DUE_MS`) so they get cleaned up.
         """
         ev = self._by_name.get(entry.rule)
-        if ev is None or not ev.owns(entry):
+        if ev is None or not ev.owns(entry) or entry.subject.identity_version < IDENTITY_VERSION:
             return STALE_DUE_MS
         owned: Any = entry
         due: int | None = ev.deadline(owned)
@@ -316,12 +356,56 @@ class RuleEngine:
             self.counters["stale"] += 1
             del state[key]
             return out
+        if stored.subject.identity_version < IDENTITY_VERSION:
+            return self._upgrade(ev, state, key, stored, now_ms)
         entry: Any = self._current(ev, stored)
         new = ev.expire(key, entry, now_ms, out) if entry is not None else None
         if new is not stored:
             self.counters["expired"] += 1
         self._store(state, key, stored, new)
         return out
+
+    def _upgrade(
+        self,
+        ev: AnyEvaluator,
+        state: MutableMapping[str, EngineState],
+        key: str,
+        stored: EngineState,
+        now_ms: int,
+    ) -> list[AlertTransition]:
+        """Re-key an entry written before identity labels (see "Upgrade" above)."""
+        self.counters["upgraded"] += 1
+        old = stored.subject
+        declared = CATALOGUE[old.source].labels if old.source in CATALOGUE else {}
+        labels = {k: v for k, v in old.labels.items() if k in declared}
+        notes = {**{k: v for k, v in old.labels.items() if k not in declared}, **old.annotations}
+        labels, notes = split_identity(ev.identity, labels, notes)
+        new_key = alert_fingerprint(stored.rule, old.entity, labels)
+        subject = msgspec.structs.replace(
+            old,
+            labels=labels,
+            annotations=notes,
+            identity_version=IDENTITY_VERSION,
+            fingerprint=old.fingerprint or ("" if new_key == key else key),
+        )
+        entry = msgspec.structs.replace(stored, subject=subject)
+        if new_key == key:
+            state[key] = entry
+            return []
+        del state[key]
+        there = state.get(new_key)
+        if there is None:
+            state[new_key] = entry
+            return []
+        self.counters["merged"] += 1
+        if firing_of(there) is None and firing_of(entry) is not None:
+            state[new_key], entry = entry, there
+        firing = firing_of(entry)
+        if firing is None:
+            return []
+        since, value = firing
+        change = Change("resolved", max(now_ms, since), value, max(now_ms, since))
+        return [ev.transition(key, entry.subject, change)]
 
     def _current(self, ev: AnyEvaluator, stored: EngineState | None) -> EngineState | None:
         if stored is None or ev.owns(stored):

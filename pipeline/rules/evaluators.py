@@ -53,6 +53,7 @@ from pipeline.rules.schema import (
     ThresholdRule,
 )
 from pipeline.rules.state import (
+    IDENTITY_VERSION,
     AbsenceState,
     AlertState,
     EngineState,
@@ -74,7 +75,16 @@ from pipeline.windows import (
     window_panes,
 )
 
-__all__ = ["EVALUATORS", "AnyEvaluator", "Evaluator", "Record", "make_evaluator", "rule_hash"]
+__all__ = [
+    "EVALUATORS",
+    "AnyEvaluator",
+    "Evaluator",
+    "Record",
+    "firing_of",
+    "make_evaluator",
+    "rule_hash",
+    "split_identity",
+]
 
 Record = Measurement | StateEvent
 """What the engine evaluates."""
@@ -85,8 +95,12 @@ _PRESENTATION: Final = frozenset(
 
 
 def rule_hash(rule: Rule) -> int:
-    """32-bit hash of what decides a rule's alerts (not its texts, severity, labels, channels)."""
-    data = rule.model_dump(mode="json", by_alias=True, exclude=set(_PRESENTATION))
+    """32-bit hash of what decides a rule's alerts (not its texts, severity, labels, channels).
+
+    ``identity`` counts only when set, so rules written before it existed keep their hash.
+    """
+    exclude = set(_PRESENTATION) if rule.identity is not None else {*_PRESENTATION, "identity"}
+    data = rule.model_dump(mode="json", by_alias=True, exclude=exclude)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
 
@@ -157,15 +171,30 @@ def _later(floor: int | None, ts_ms: int) -> int:
     return ts_ms if floor is None or ts_ms > floor else floor
 
 
-def _subject(record: Record) -> Subject:
-    if isinstance(record, Measurement):
-        return Subject(
-            record.entity, record.source, record.stream, record.metric, record.unit, record.labels
-        )
-    return Subject(record.entity, record.source, record.stream, record.name, "", record.labels)
+def split_identity(
+    identity: tuple[str, ...] | None, labels: dict[str, str], annotations: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(identity labels, annotations)`` of a record for a rule's ``identity``.
+
+    ``None`` (the default) keeps the record's identity labels as they are. A list takes the
+    named keys from the labels, or else from the annotations (``identity: [alert_id]``);
+    labels it leaves out join the annotations, so templates still see them.
+    """
+    if identity is None:
+        return labels, annotations
+    chosen: dict[str, str] = {}
+    for key in identity:
+        value = labels.get(key, annotations.get(key))
+        if value is not None:
+            chosen[key] = value
+    if len(chosen) == len(labels) and chosen.keys() == labels.keys():
+        return chosen, annotations
+    notes = {k: v for k, v in annotations.items() if k not in chosen}
+    notes.update((k, v) for k, v in labels.items() if k not in chosen)
+    return chosen, notes
 
 
-def _firing(entry: EngineState) -> tuple[int, float | str] | None:
+def firing_of(entry: EngineState) -> tuple[int, float | str] | None:
     """``(since, value)`` of a firing alert held in any kind of entry."""
     if isinstance(entry, AbsenceState):
         if entry.firing_since_ms is None:
@@ -196,6 +225,11 @@ class Evaluator(Generic[E]):
         self.stream = _glob(match.stream)
         self.entity = _glob(match.entity)
         self.labels = tuple(sorted(match.labels.items()))
+        self.identity = tuple(rule.identity) if rule.identity is not None else None
+        # Annotations of the record being evaluated: set by the engine around on_record, so
+        # the transitions a record causes describe that record (a "Reconnected" reason on the
+        # resolve), while timers announce with the annotations kept in the subject.
+        self.record_notes: dict[str, str] | None = None
         self.summary: Template = compile_template(rule.summary)
         self.description: Template | None = (
             compile_template(rule.description) if rule.description else None
@@ -216,6 +250,28 @@ class Evaluator(Generic[E]):
                 if labels.get(key) != value:
                     return False
         return True
+
+    def identify(self, record: Record) -> tuple[dict[str, str], dict[str, str]]:
+        """``(identity labels, annotations)`` of ``record`` for this rule."""
+        return split_identity(self.identity, record.labels, record.annotations)
+
+    def subject_of(self, record: Record) -> Subject:
+        """The subject of a new entry for ``record``."""
+        labels, notes = self.identify(record)
+        if isinstance(record, Measurement):
+            metric, unit = record.metric, record.unit
+        else:
+            metric, unit = record.name, ""
+        return Subject(
+            record.entity,
+            record.source,
+            record.stream,
+            metric,
+            unit,
+            labels,
+            notes,
+            IDENTITY_VERSION,
+        )
 
     def owns(self, entry: EngineState) -> bool:
         """Whether ``entry`` was written by this very definition."""
@@ -265,6 +321,9 @@ class Evaluator(Generic[E]):
     ) -> AlertTransition:
         rule = self.rule
         labels = {**subject.labels, **rule.labels}
+        notes = subject.annotations
+        if self.record_notes:
+            notes = {**notes, **self.record_notes}
         context: dict[str, Any] = {
             "rule": self.name,
             "entity": subject.entity,
@@ -274,6 +333,7 @@ class Evaluator(Generic[E]):
             "value": change.value,
             "unit": subject.unit,
             "labels": labels,
+            "annotations": notes,
             "state": change.state,
             "ts_ms": change.ts_ms,
             "severity": rule.severity,
@@ -282,7 +342,7 @@ class Evaluator(Generic[E]):
         if extra:
             context.update(extra)
         return AlertTransition(
-            fingerprint=key,
+            fingerprint=subject.fingerprint or key,
             rule=self.name,
             state=change.state,
             entity=subject.entity,
@@ -296,6 +356,7 @@ class Evaluator(Generic[E]):
             description=render(self.description, context) if self.description else "",
             channels=self.channels,
             labels=labels,
+            annotations=dict(notes),
         )
 
 
@@ -341,7 +402,7 @@ class _InstantEvaluator(Evaluator[AlertState]):
         return self.store(entry, entry.subject, phase, floor, entry.seen, entry.seen_before)
 
     def carry(self, stale: EngineState) -> AlertState | None:
-        firing = _firing(stale)
+        firing = firing_of(stale)
         if firing is None:
             return None
         since, value = firing
@@ -415,7 +476,7 @@ class _ThresholdEvaluator(_InstantEvaluator):
         )
         if phase is not before:
             floor = _later(floor, ts)
-        subject = entry.subject if entry is not None else _subject(record)
+        subject = entry.subject if entry is not None else self.subject_of(record)
         self.announce(key, entry, changes, out, None, subject)
         return self.store(entry, subject, phase, floor)
 
@@ -447,7 +508,7 @@ class _StateEvaluator(_InstantEvaluator):
         phase, applied = catch_up(phase, ts, self.timing, changes)
         if applied is not None:
             floor = _later(floor, applied + 1)
-        subject = entry.subject if entry is not None else _subject(record)
+        subject = entry.subject if entry is not None else self.subject_of(record)
         # deadlines applied before this record announce the state before it
         self.announce(key, entry, changes, out, entry.seen_before if entry else None, subject)
         changes.clear()
@@ -498,7 +559,7 @@ class _AbsenceEvaluator(Evaluator[AbsenceState]):
             return entry
         ts, value = record.ts_ms, record.value
         if entry is None:
-            return AbsenceState(self.name, self.hash, _subject(record), ts, value)
+            return AbsenceState(self.name, self.hash, self.subject_of(record), ts, value)
         if entry.firing_since_ms is None and entry.last_seen_ms + self.after_ms < ts:
             entry = self._fire(key, entry, out)  # silent for `after`, found out only now
         if entry.firing_since_ms is not None:
@@ -522,7 +583,7 @@ class _AbsenceEvaluator(Evaluator[AbsenceState]):
         return self._fire(key, entry, out)
 
     def carry(self, stale: EngineState) -> AbsenceState | None:
-        firing = _firing(stale)
+        firing = firing_of(stale)
         if firing is None:
             return None
         since, value = firing
@@ -553,7 +614,7 @@ class _WindowBase(Evaluator[WindowState]):
         )
 
     def carry(self, stale: EngineState) -> WindowState | None:
-        firing = _firing(stale)
+        firing = firing_of(stale)
         if firing is None:
             return None
         since, value = firing
@@ -694,7 +755,7 @@ class _TumblingEvaluator(_WindowBase):
             return entry
         ts = record.ts_ms
         if entry is None:
-            entry = WindowState(self.name, self.hash, _subject(record), None, ts)
+            entry = WindowState(self.name, self.hash, self.subject_of(record), None, ts)
         watermark = max(entry.watermark_ms, ts)
         changes: list[Change] = []
         entry = self._run(entry, watermark, changes)
@@ -751,7 +812,7 @@ class _SlidingEvaluator(_WindowBase):
             return entry
         ts = record.ts_ms
         if entry is None:
-            entry = WindowState(self.name, self.hash, _subject(record), None, ts)
+            entry = WindowState(self.name, self.hash, self.subject_of(record), None, ts)
         watermark = max(entry.watermark_ms, ts)
         changes: list[Change] = []
         phase, applied = catch_up(entry.phase, watermark, self.timing, changes)

@@ -5,8 +5,8 @@ discriminated union on ``type``; adding a rule type means adding a model with it
 ``type: Literal[...]`` (sharing ``_RuleBase``) to the :data:`Rule` union plus an evaluator in
 :mod:`pipeline.rules.engine`; the loader and the JSON schema follow by themselves.
 
-Rule types (every one also takes ``severity``, ``labels``, ``summary``, ``description``,
-``channels`` and ``grace``)::
+Rule types (every one also takes ``severity``, ``labels``, ``identity``, ``summary``,
+``description``, ``channels`` and ``grace``)::
 
     - name: power-high                  # threshold: the value of each measurement
       type: threshold
@@ -42,7 +42,12 @@ Meaning, in short (the engine module documents the details):
 
 - ``match`` picks records: measurements by ``metric`` (threshold, aggregate, absence), state
   events by ``state``, the state's name (state rules); ``source`` exact, ``stream`` and
-  ``entity`` shell globs, ``labels`` exact. One alert per rule, entity and record labels.
+  ``entity`` shell globs, ``labels`` exact (identity labels only, never annotations). One
+  alert per rule, entity and identity labels.
+- ``identity``: which record labels tell a rule's alerts of one entity apart (default: all
+  the record's identity labels, see ``docs/records.md``); ``[]`` gives one alert per
+  entity; naming an annotation (``[alert_id]``) splits alerts by it. What it leaves out
+  becomes an annotation of the alert.
 - ``for`` counts event time from the first record (or window result) for which the
   condition holds; the condition is taken to hold until a record says otherwise, so a
   pending alert fires from a timer even if no further record arrives.
@@ -429,6 +434,11 @@ class _RuleBase(_Model):
     severity: Literal["info", "warning", "critical"] = "warning"
     labels: dict[str, str] = Field(
         default_factory=dict, description="Added to every alert of the rule."
+    )
+    identity: list[NonEmpty] | None = Field(
+        default=None,
+        description="Record labels (or annotations) that tell this rule's alerts of one "
+        "entity apart; [] for one alert per entity. Default: the record's identity labels.",
     )
     summary: TemplateText = Field(default=DEFAULT_SUMMARY, description="Jinja2 template.")
     channels: list[NonEmpty] = Field(

@@ -31,6 +31,7 @@ import msgspec
 from pipeline.windows import Pane
 
 __all__ = [
+    "IDENTITY_VERSION",
     "AbsenceState",
     "AlertState",
     "EngineState",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 
+IDENTITY_VERSION = 1
+"""Version of alert identity that written entries follow: 1 = identity labels (issue 14)."""
+
+
 class Subject(msgspec.Struct, frozen=True, array_like=True):
     """What an alert is about, taken from the record that created its entry.
 
@@ -50,7 +55,16 @@ class Subject(msgspec.Struct, frozen=True, array_like=True):
         entity, source, stream: as on the record.
         metric: the measurement's metric, or the state event's name.
         unit: the measurement's unit (empty for state events).
-        labels: the record's labels.
+        labels: the alert's identity labels (those its fingerprint hashes).
+        annotations: the record's annotations plus the labels the rule's ``identity``
+            left out.
+        identity_version: :data:`IDENTITY_VERSION` for entries keyed by identity labels;
+            0 for entries written before (their ``labels`` hold every record label,
+            annotations included, and their key hashed them all): the engine re-keys those
+            (see "Upgrade" in :mod:`pipeline.rules.engine`).
+        fingerprint: the fingerprint the alert is announced under when it is not the key
+            of its entry: a re-keyed entry keeps its old fingerprint, so the alert that
+            fired before the upgrade is the one that resolves. Empty: the key.
     """
 
     entity: str
@@ -59,6 +73,9 @@ class Subject(msgspec.Struct, frozen=True, array_like=True):
     metric: str
     unit: str = ""
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+    identity_version: int = 0
+    fingerprint: str = ""
 
 
 class Phase(msgspec.Struct, frozen=True, array_like=True):

@@ -28,6 +28,7 @@ from pipeline.rules.engine import (
 )
 from pipeline.rules.evaluators import RESOLVED_FLOOR_KEPT_MS
 from pipeline.rules.schema import Rule, ThresholdRule
+from pipeline.rules.state import IDENTITY_VERSION
 from tests.unit.pipeline.rules.helpers import T0, event
 
 ADAPTER: TypeAdapter[ThresholdRule] = TypeAdapter(Rule)
@@ -152,7 +153,7 @@ def test_for_keeps_pending_until_held_long_enough() -> None:
     assert entry == AlertState(
         "power-high",
         engine.rule_hashes()["power-high"],
-        Subject("mp-1", "aliunid", "ev-hub", "sys.kW", "kW", {}),
+        Subject("mp-1", "aliunid", "ev-hub", "sys.kW", "kW", {}, identity_version=IDENTITY_VERSION),
         Phase("pending", T0, 41.0),
         floor_ms=T0,
     )
