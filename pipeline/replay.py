@@ -90,4 +90,5 @@ def transition_line(transition: AlertTransition) -> dict[str, object]:
         "value": transition.value,
         "severity": transition.severity,
         "ts_ms": transition.ts_ms,
+        "fingerprint": transition.fingerprint,
     }

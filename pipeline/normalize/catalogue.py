@@ -132,6 +132,7 @@ def _element() -> FamilyCatalogue:
         "humidity",
         "co2",
         "light",
+        "motion",
         "pressure",
         "vdd",
         "device_id",
