@@ -317,7 +317,7 @@ def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None
     """Replay a recording through the normalizers and rules in event time.
 
     Prints each alert transition as one JSON line (rule, state, entity, source, metric, value,
-    severity, ts_ms), ordered by ts_ms. A summary goes to standard error.
+    severity, ts_ms, fingerprint), ordered by ts_ms. A summary goes to standard error.
     """
     import json
 
@@ -363,7 +363,7 @@ def rules() -> None:
 )
 def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
     """Validate rule files; print every problem as file:line: what is wrong; exit 1 if any."""
-    from pipeline.errors import ConfigError, RuleError
+    from pipeline.errors import ConfigError, RuleError, RuleProblem
     from pipeline.notify.channels import channel_names
     from pipeline.rules.loader import load_rules
 
@@ -373,11 +373,14 @@ def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
         known = channel_names(channels_file)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}")
+    warnings: list[RuleProblem] = []
     try:
-        loaded = load_rules(list(paths), known_channels=known)
+        loaded = load_rules(list(paths), known_channels=known, warnings=warnings)
     except RuleError as exc:
         _fail(str(exc))
-    click.echo(f"{len(loaded)} rules OK")
+    for w in warnings:  # rules that can match no record (pipeline.rules.catalogue)
+        click.echo(f"{w.path}:{w.line}: warning: {w.key}: {w.message}")
+    click.echo(f"{len(loaded)} rules OK" + (f", {len(warnings)} warnings" if warnings else ""))
 
 
 def _register_subcommands() -> None:

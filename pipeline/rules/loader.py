@@ -737,7 +737,10 @@ def _cross_check(
 
 
 def load_rules(
-    paths: Sequence[Path], *, known_channels: Collection[str] | None = None
+    paths: Sequence[Path],
+    *,
+    known_channels: Collection[str] | None = None,
+    warnings: list[RuleProblem] | None = None,
 ) -> list[Rule]:
     """Load and validate rules from files and folders.
 
@@ -746,6 +749,8 @@ def load_rules(
             read in name order.
         known_channels: configured channel names; ``console`` always exists. ``None`` skips
             the channel check (for validating rule files without a channel configuration).
+        warnings: when given, receives a warning per rule part that no record can match
+            (:mod:`pipeline.rules.catalogue`), for valid files.
 
     Returns:
         Every rule, in file then position order.
@@ -771,5 +776,10 @@ def load_rules(
     if problems:
         problems.sort(key=lambda p: (order.get(p.path, len(order)), p.line))
         raise RuleError(problems)
+    if warnings is not None:
+        from pipeline.rules.catalogue import catalogue_warnings
+
+        found = [(i.rule, i.file, i.path, i.index) for i in loaded if i.rule is not None]
+        warnings.extend(catalogue_warnings(found))
     logger.info("rules loaded count=%d files=%d", len(loaded), len(order))
     return [item.rule for item in loaded if item.rule is not None]
