@@ -26,9 +26,10 @@ What templates see (:func:`notification_context`): ``kind``, ``channel``, ``form
 ``suppressed_kinds`` and ``suppressed_rules``, and in the body also ``title``. Each alert
 view has ``rule, state, severity, entity, source, stream, metric, value, value_text,
 ts_ms, time`` (ISO 8601 UTC), ``summary``, ``description``, ``labels``, ``annotations``
-(the rule's annotations, plus ``summary`` and ``description``) and ``why``: a link-free
-explanation with ``rule, type, condition, threshold, aggregate, window, for, after, value``
-and ``text``.
+(the alert's annotations from its record, the rule's annotations, plus ``summary`` and
+``description``) and ``why``: a link-free explanation with ``rule, type, condition,
+threshold, aggregate, window, for, after, value`` and ``text`` (which ends with the alert's
+annotations in brackets, e.g. ``[reason: Connection lost]``).
 
 Filters: ``md`` (escape Markdown), ``duration`` (ms -> ``5m``), ``isotime`` (ms -> ISO 8601
 UTC).
@@ -265,6 +266,9 @@ def explain(alert: AlertTransition, rule: Any | None = None) -> dict[str, str]:
         details.append(f"window {window}")
     if details:
         sentence += f" ({', '.join(details)})"
+    if alert.annotations:  # the record's descriptive facts (a reason, a title...): issue 14
+        notes = "; ".join(f"{k}: {_short(v)}" for k, v in sorted(alert.annotations.items()))
+        sentence += f" [{notes}]"
     verb = "fired" if firing else "resolved"
     return {
         "rule": alert.rule,
@@ -283,9 +287,15 @@ def explain(alert: AlertTransition, rule: Any | None = None) -> dict[str, str]:
 RuleLookup = Callable[[str], Any | None]
 
 
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _annotations(alert: AlertTransition, rule: Any | None) -> dict[str, str]:
     found = getattr(rule, "annotations", None) if rule is not None else None
-    annotations = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    annotations = dict(alert.annotations)  # the record's; the rule's own win on a clash
+    if isinstance(found, dict):
+        annotations.update((str(k), str(v)) for k, v in found.items())
     annotations.setdefault("summary", alert.summary)
     annotations.setdefault("description", alert.description)
     return annotations

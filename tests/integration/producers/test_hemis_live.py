@@ -139,7 +139,7 @@ async def test_every_type_flows_end_to_end_and_normalizes() -> None:
     async with sim, producing(hemis_source(sim), sink):
         await sink.wait_for(lambda items: variants(items) >= wanted, wait_timeout=30)
     records = [r for e in sink.envelopes for r in normalize(e)]
-    assert {r.labels["type"] for r in records} == set(MESSAGE_TYPES)
+    assert {r.annotations["type"] for r in records} == set(MESSAGE_TYPES)
     assert any(e.meta.get("encoding") == "base64" for e in sink.envelopes)
     server_room = [
         r.value
