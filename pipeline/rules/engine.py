@@ -83,8 +83,9 @@ Identity
     dimensions such as ``phase``, see ``docs/records.md``), or those the rule's ``identity``
     names. Annotations (reasons, titles, ids, message types) never enter the fingerprint, so
     a device that goes offline with one reason and comes back with another is one alert.
-    The transitions a record causes carry its annotations; a timer's, those of the record
-    that created the entry.
+    A transition carries the annotations of the record whose observation caused it (a
+    "Reconnected" reason on the resolve); one applied at a deadline, those kept in the entry's
+    subject (threshold and state rules keep the latest record's, the others the first's).
 
 Upgrade (entries written before identity labels)
     Entries whose subject has ``identity_version`` 0 were keyed by every record label,
@@ -315,11 +316,11 @@ class RuleEngine:
         if entry is not None and ev.is_duplicate(entry, record):
             self.counters["duplicate"] += 1
             return
-        ev.record_notes = notes or None
+        ev.record_notes, ev.record_ts = notes, record.ts_ms
         try:
             new = ev.on_record(key, entry, record, out)
         finally:
-            ev.record_notes = None
+            ev.record_notes = ev.record_ts = None
         self._store(state, key, stored, new)
 
     def deadline(self, key: str, entry: EngineState) -> int | None:

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
+import msgspec
 from jinja2 import Template
 
 from pipeline.models import AlertTransition, Measurement, StateEvent
@@ -226,10 +227,11 @@ class Evaluator(Generic[E]):
         self.entity = _glob(match.entity)
         self.labels = tuple(sorted(match.labels.items()))
         self.identity = tuple(rule.identity) if rule.identity is not None else None
-        # Annotations of the record being evaluated: set by the engine around on_record, so
-        # the transitions a record causes describe that record (a "Reconnected" reason on the
-        # resolve), while timers announce with the annotations kept in the subject.
+        # The record being evaluated (its annotations and event time): set by the engine around
+        # on_record, so a transition its observation causes describes that record (a
+        # "Reconnected" reason on the resolve); deadlines announce the subject's annotations.
         self.record_notes: dict[str, str] | None = None
+        self.record_ts: int | None = None
         self.summary: Template = compile_template(rule.summary)
         self.description: Template | None = (
             compile_template(rule.description) if rule.description else None
@@ -272,6 +274,14 @@ class Evaluator(Generic[E]):
             notes,
             IDENTITY_VERSION,
         )
+
+    def refreshed(self, subject: Subject) -> Subject:
+        """``subject`` with the annotations of the record being evaluated (threshold and state
+        rules keep the latest record's, so a timer announces what the last record said)."""
+        notes = self.record_notes
+        if notes is None or notes == subject.annotations:
+            return subject
+        return msgspec.structs.replace(subject, annotations=notes)
 
     def owns(self, entry: EngineState) -> bool:
         """Whether ``entry`` was written by this very definition."""
@@ -322,8 +332,8 @@ class Evaluator(Generic[E]):
         rule = self.rule
         labels = {**subject.labels, **rule.labels}
         notes = subject.annotations
-        if self.record_notes:
-            notes = {**notes, **self.record_notes}
+        if self.record_notes is not None and change.observed_ms == self.record_ts:
+            notes = self.record_notes
         context: dict[str, Any] = {
             "rule": self.name,
             "entity": subject.entity,
@@ -478,7 +488,7 @@ class _ThresholdEvaluator(_InstantEvaluator):
             floor = _later(floor, ts)
         subject = entry.subject if entry is not None else self.subject_of(record)
         self.announce(key, entry, changes, out, None, subject)
-        return self.store(entry, subject, phase, floor)
+        return self.store(entry, self.refreshed(subject), phase, floor)
 
 
 class _StateEvaluator(_InstantEvaluator):
@@ -518,6 +528,7 @@ class _StateEvaluator(_InstantEvaluator):
         phase = observe(phase, ts, value, holds, not holds, self.timing, changes)
         self.announce(key, entry, changes, out, previous, subject)
         seen_before = entry.seen_before if entry is not None and value == seen else previous
+        subject = self.refreshed(subject)
         return self.store(entry, subject, phase, _later(floor, ts), value, seen_before)
 
 

@@ -129,11 +129,52 @@ rules:
         ("resolved", t[3]),
     ]
     one_series(result.transitions)
-    first, last = result.transitions[0], result.transitions[-1]
+    first = result.transitions[0]
     assert first.labels == {}
     assert first.annotations == {"reason": "Connection lost"}
     assert first.summary == "3 offline (Connection lost)"
-    assert last.annotations == {"reason": "Reconnected"}  # the record that resolved it
+    # Each transition describes the record that caused it.
+    assert [t.annotations for t in result.transitions] == [
+        {"reason": "Connection lost"},
+        {},
+        {},
+        {"reason": "Reconnected"},
+    ]
+
+
+def test_a_deadline_announces_the_annotations_of_the_latest_record(tmp_path: Path) -> None:
+    rules = engine(
+        tmp_path,
+        """
+rules:
+  - {name: offline-20s, type: state, match: {source: valtronics, state: status},
+     equals: offline, for: 20s}
+""",
+    )
+
+    def status(value: str, reason: str, at_ms: int) -> RawEnvelope:
+        frame = {
+            "type": "device_status_update",
+            "device_id": 3,
+            "new_status": value,
+            "reason": reason,
+            "timestamp": at_ms / 1000,
+        }
+        return env("valtronics", frame, at_ms)
+
+    result = replay(
+        [
+            status("online", "Booted", T0),
+            status("offline", "Lost", T0 + 1000),
+            status("online", "Back", T0 + 60_000),
+        ],
+        rules,
+    )
+
+    assert [(t.state, t.ts_ms, t.annotations) for t in result.transitions] == [
+        ("firing", T0 + 21_000, {"reason": "Lost"}),
+        ("resolved", T0 + 60_000, {"reason": "Back"}),
+    ]
 
 
 def data_container(kind: str, nature: str, value: float, ts_ms: int) -> dict[str, Any]:
@@ -497,6 +538,11 @@ rules:
         {"reason": "Reconnected"},
     )
 
+    assert runtime.advance(T0 + 1) == []  # the re-keying announces nothing
+    moved = state[alert_fingerprint("device-offline", "3", {})]
+    assert (moved.subject.labels, moved.subject.annotations) == ({}, old_labels)
+    assert moved.subject.fingerprint == old_key
+
     out = runtime.process(back)
 
     assert [(t.state, t.fingerprint, t.ts_ms) for t in out] == [("resolved", old_key, T0 + 60_000)]
@@ -508,7 +554,7 @@ rules:
     assert isinstance(entry, AlertState)
     assert entry.subject.identity_version == IDENTITY_VERSION
     assert entry.subject.labels == {}
-    assert entry.subject.annotations == old_labels
+    assert entry.subject.annotations == {"reason": "Reconnected"}  # the latest record's
 
 
 def test_two_old_series_merged_by_the_upgrade_leave_nothing_firing(tmp_path: Path) -> None:
