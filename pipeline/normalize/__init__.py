@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pipeline.errors import BadInputError
 from pipeline.models import CanonicalRecord, RawEnvelope
 from pipeline.normalize import aliunid, element, hemis, nobil, valtronics
-from pipeline.normalize.common import Family
-from pipeline.normalize.decode import Normalized, run
+from pipeline.normalize.common import ControlFrame, Family
+from pipeline.normalize.decode import Normalized, records_of
 from producers.redact import redact_text
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Normalized",
     "Normalizer",
     "normalize_envelope",
+    "normalize_envelope_or_signal",
     "normalize_frame",
 ]
 
@@ -58,20 +59,10 @@ def normalize_frame(envelope: RawEnvelope) -> Normalized:
         BadInputError: no family for ``envelope.source``, or the frame is unusable; the
             reason is redacted (it may quote upstream values).
     """
-    family = FAMILIES.get(envelope.source)
-    if family is None:
-        known = ", ".join(sorted(FAMILIES))
-        raise BadInputError(
-            redact_text(f"no normalizer for source {envelope.source!r}; known sources: {known}")
-        )
     try:
-        return run(family, envelope)
-    except BadInputError as exc:
-        # Reasons quote upstream values; a frame may carry a credential-looking one.
-        masked = redact_text(exc.reason)
-        if masked == exc.reason:
-            raise
-        raise BadInputError(masked) from None
+        return Normalized(normalize_envelope_or_signal(envelope))
+    except ControlFrame as signal:
+        return Normalized([], signal.kind)
 
 
 def normalize_envelope(envelope: RawEnvelope) -> Sequence[CanonicalRecord]:
@@ -80,4 +71,30 @@ def normalize_envelope(envelope: RawEnvelope) -> Sequence[CanonicalRecord]:
     Raises:
         BadInputError: as :func:`normalize_frame`.
     """
-    return normalize_frame(envelope).records
+    try:
+        return normalize_envelope_or_signal(envelope)
+    except ControlFrame:
+        return []
+
+
+def normalize_envelope_or_signal(envelope: RawEnvelope) -> list[CanonicalRecord]:
+    """The records of an envelope, or :class:`~pipeline.normalize.common.ControlFrame`.
+
+    Raises:
+        BadInputError: as :func:`normalize_frame`.
+        ControlFrame: a valid frame without records.
+    """
+    family = FAMILIES.get(envelope.source)
+    if family is None:
+        known = ", ".join(sorted(FAMILIES))
+        raise BadInputError(
+            redact_text(f"no normalizer for source {envelope.source!r}; known sources: {known}")
+        )
+    try:
+        return records_of(family, envelope)
+    except BadInputError as exc:
+        # Reasons quote upstream values; a frame may carry a credential-looking one.
+        masked = redact_text(exc.reason)
+        if masked == exc.reason:
+            raise
+        raise BadInputError(masked) from None

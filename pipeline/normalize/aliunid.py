@@ -58,6 +58,7 @@ UNITS: dict[str, str] = {
 _FRAME_TYPES = ("data", "structure")
 IDENTITY_LABELS = ("phase",)
 """String fields that name a series (labels); other string fields become annotations."""
+_IDENTITY = frozenset(IDENTITY_LABELS)
 
 
 def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
@@ -124,11 +125,11 @@ def _collect(
     out: list[CanonicalRecord],
 ) -> None:
     """Append a measurement for every numeric leaf below ``node`` (depth-first, key order)."""
-    labels: dict[str, str] = {}
+    labels = {key: value for key, value in node.items() if isinstance(value, str)}
     annotations: dict[str, str] = {}
-    for key, value in node.items():
-        if isinstance(value, str):
-            (labels if key in IDENTITY_LABELS else annotations)[key] = value
+    if labels and not labels.keys() <= _IDENTITY:  # descriptive text too
+        annotations = {k: v for k, v in labels.items() if k not in _IDENTITY}
+        labels = {k: v for k, v in labels.items() if k in _IDENTITY}
     for key, value in node.items():
         if isinstance(value, bool) or value is None or isinstance(value, str | list):
             continue
@@ -155,7 +156,7 @@ def _collect(
                 unit=UNITS.get(key, ""),
                 ts_ms=envelope.received_at_ms,
                 labels=dict(labels),
-                annotations=dict(annotations),
+                annotations=dict(annotations) if annotations else {},
             )
         )
 
