@@ -32,7 +32,6 @@ from pipeline.models import CanonicalRecord, Measurement, RawEnvelope
 from pipeline.normalize.common import ControlFrame, Family
 from pipeline.normalize.common import json_kind as _kind
 from pipeline.normalize.common import quote as _quote
-from pipeline.normalize.decode import run
 
 __all__ = ["FAMILY", "IDENTITY_LABELS", "MAX_DEPTH", "UNITS", "normalize", "parse"]
 
@@ -59,11 +58,6 @@ _FRAME_TYPES = ("data", "structure")
 IDENTITY_LABELS = ("phase",)
 """String fields that name a series (labels); other string fields become annotations."""
 _IDENTITY = frozenset(IDENTITY_LABELS)
-
-
-def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
-    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
-    return run(FAMILY, envelope).records
 
 
 def parse(envelope: RawEnvelope, frame: Any) -> list[CanonicalRecord]:
@@ -163,3 +157,6 @@ def _collect(
 
 FAMILY = Family("aliunid", parse)
 """The aliunid family for the registry (:mod:`pipeline.normalize`)."""
+
+normalize = FAMILY.normalize
+"""One frame -> records through the shared decoding step; ``[]`` for a control frame."""

@@ -84,3 +84,14 @@ class Family:
     name: str
     parse: Parser
     control_texts: dict[str, str] = field(default_factory=dict)
+
+    def normalize(self, envelope: RawEnvelope) -> list[CanonicalRecord]:
+        """One frame through the shared decoding step and :attr:`parse`; ``[]`` for a
+        control frame (each family module exports this as its ``normalize``).
+
+        Raises:
+            BadInputError: the frame is unusable.
+        """
+        from pipeline.normalize.decode import run
+
+        return run(self, envelope).records

@@ -37,7 +37,6 @@ from pipeline.models import CanonicalRecord, Measurement, RawEnvelope, StateEven
 from pipeline.normalize.common import ControlFrame, Family
 from pipeline.normalize.common import json_kind as _kind
 from pipeline.normalize.common import quote as _quote
-from pipeline.normalize.decode import run
 
 __all__ = ["EVENTS", "FAMILY", "IDENTITY_LABELS", "MAX_DEPTH", "normalize", "parse", "unit_of"]
 
@@ -141,11 +140,6 @@ class _Event:
             ts_ms=ts_ms,
             labels=labels,
         )
-
-
-def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
-    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
-    return run(FAMILY, envelope).records
 
 
 def parse(envelope: RawEnvelope, frame: Any) -> list[CanonicalRecord]:
@@ -298,3 +292,6 @@ def _radio(
 
 FAMILY = Family("element", parse, control_texts={"pong": "pong"})
 """The ELEMENT family for the registry (:mod:`pipeline.normalize`)."""
+
+normalize = FAMILY.normalize
+"""One frame -> records through the shared decoding step; ``[]`` for a control frame."""

@@ -67,7 +67,6 @@ from pipeline.models import CanonicalRecord, Measurement, RawEnvelope, StateEven
 from pipeline.normalize.common import ControlFrame, Family
 from pipeline.normalize.common import json_kind as _kind
 from pipeline.normalize.common import quote as _quote
-from pipeline.normalize.decode import run
 
 __all__ = [
     "FAMILY",
@@ -195,11 +194,6 @@ class _Message:
         if not math.isfinite(number):
             raise self.fail(f"'{field}' is not a finite number")
         return number
-
-
-def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
-    """Normalize one message through the shared decoding step (``[]`` for a control frame)."""
-    return run(FAMILY, envelope).records
 
 
 def parse(envelope: RawEnvelope, body: Any) -> list[CanonicalRecord]:
@@ -456,3 +450,6 @@ MESSAGE_TYPES: tuple[str, ...] = tuple(_HANDLERS)
 
 FAMILY = Family("hemis", parse)
 """The Hemis family for the registry (:mod:`pipeline.normalize`)."""
+
+normalize = FAMILY.normalize
+"""One frame -> records through the shared decoding step; ``[]`` for a control frame."""

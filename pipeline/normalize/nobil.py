@@ -52,7 +52,6 @@ from pipeline.models import CanonicalRecord, RawEnvelope, StateEvent
 from pipeline.normalize.common import ControlFrame, Family
 from pipeline.normalize.common import json_kind as _kind
 from pipeline.normalize.common import quote as _quote
-from pipeline.normalize.decode import run
 
 __all__ = [
     "CONNECTOR_ERROR",
@@ -284,11 +283,6 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
-    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
-    return run(FAMILY, envelope).records
-
-
 def parse(envelope: RawEnvelope, frame: Any) -> list[CanonicalRecord]:
     """Turn one decoded Nobil frame (legacy or Enova) into the state changes it carries.
 
@@ -392,3 +386,6 @@ def _enova(envelope: RawEnvelope, frame: dict[str, Any]) -> list[StateEvent]:
 
 FAMILY = Family("nobil", parse)
 """The Nobil family for the registry (:mod:`pipeline.normalize`)."""
+
+normalize = FAMILY.normalize
+"""One frame -> records through the shared decoding step; ``[]`` for a control frame."""

@@ -63,7 +63,6 @@ from pipeline.models import CanonicalRecord, Measurement, RawEnvelope, StateEven
 from pipeline.normalize.common import ControlFrame, Family
 from pipeline.normalize.common import json_kind as _kind
 from pipeline.normalize.common import quote as _quote
-from pipeline.normalize.decode import run
 
 __all__ = ["FAMILY", "IGNORED_TYPES", "SYSTEM_ENTITY", "UNITS", "normalize", "parse"]
 
@@ -233,11 +232,6 @@ class _Frame:
         )
 
 
-def normalize(envelope: RawEnvelope) -> list[CanonicalRecord]:
-    """Normalize one frame through the shared decoding step (``[]`` for a control frame)."""
-    return run(FAMILY, envelope).records
-
-
 def parse(envelope: RawEnvelope, document: Any) -> list[CanonicalRecord]:
     """Turn one decoded Valtronics frame into measurements and state events.
 
@@ -394,3 +388,6 @@ _HANDLERS: dict[str, Callable[[_Frame], list[Record]]] = {
 
 FAMILY = Family("valtronics", parse)
 """The Valtronics family for the registry (:mod:`pipeline.normalize`)."""
+
+normalize = FAMILY.normalize
+"""One frame -> records through the shared decoding step; ``[]`` for a control frame."""
