@@ -98,7 +98,14 @@ Upgrade (entries written before identity labels)
     fingerprint, so one that fired before the upgrade resolves downstream. When several old
     entries collapse into one new key (the split this change fixes), the one already firing
     there, or the first, is kept; another firing one is announced resolved at the clock time,
-    so nothing is left firing for ever (``counters["upgraded"]``, ``["merged"]``).
+    so nothing is left firing for ever (``counters["upgraded"]``, ``["merged"]``). An edited
+    ``identity`` is handled the same way: the rule's entries are of another definition then,
+    due at once like any stale entry, and move to the keys the new identity gives
+    (``counters["rekeyed"]``) before the usual reload treatment. Known gap: a live reload
+    (:meth:`RuleRuntime.set_engine <pipeline.rules.runtime.RuleRuntime.set_engine>`) only
+    visits entries with a timer, so a firing alert without one is re-keyed at the next
+    :meth:`~pipeline.rules.runtime.RuleRuntime.rebuild` (start, partition assignment); a
+    record under the new identity before that starts a second alert.
 
 Templates
     ``summary`` and ``description`` see ``rule``, ``type``, ``entity``, ``source``,
@@ -131,7 +138,6 @@ from pipeline.rules.evaluators import (
     firing_of,
     make_evaluator,
     rule_hash,
-    split_identity,
 )
 from pipeline.rules.lifecycle import Change
 from pipeline.rules.schema import Rule
@@ -357,8 +363,10 @@ class RuleEngine:
             self.counters["stale"] += 1
             del state[key]
             return out
-        if stored.subject.identity_version < IDENTITY_VERSION:
-            return self._upgrade(ev, state, key, stored, now_ms)
+        if stored.subject.identity_version < IDENTITY_VERSION or not ev.owns(stored):
+            moved = self._rekey(ev, state, key, stored, now_ms)
+            if moved is not None:
+                return moved
         entry: Any = self._current(ev, stored)
         new = ev.expire(key, entry, now_ms, out) if entry is not None else None
         if new is not stored:
@@ -366,26 +374,36 @@ class RuleEngine:
         self._store(state, key, stored, new)
         return out
 
-    def _upgrade(
+    def _rekey(
         self,
         ev: AnyEvaluator,
         state: MutableMapping[str, EngineState],
         key: str,
         stored: EngineState,
         now_ms: int,
-    ) -> list[AlertTransition]:
-        """Re-key an entry written before identity labels (see "Upgrade" above)."""
-        self.counters["upgraded"] += 1
+    ) -> list[AlertTransition] | None:
+        """Move an entry to the key the rule's identity gives now (see "Upgrade" above).
+
+        For entries written before identity labels, and for entries of another definition
+        (an edited ``identity`` changes every key). Returns the transitions, or None when the
+        key stays and the entry still needs its usual treatment (a stale definition).
+        """
         old = stored.subject
-        declared = CATALOGUE[old.source].labels if old.source in CATALOGUE else {}
-        labels = {k: v for k, v in old.labels.items() if k in declared}
-        notes = {**{k: v for k, v in old.labels.items() if k not in declared}, **old.annotations}
-        labels, notes = split_identity(ev.identity, labels, notes)
+        legacy = old.identity_version < IDENTITY_VERSION
+        pool = {**old.annotations, **old.labels}
+        if ev.identity is None:
+            declared = CATALOGUE[old.source].labels if old.source in CATALOGUE else {}
+            labels = {k: v for k, v in pool.items() if k in declared}
+        else:
+            labels = {k: pool[k] for k in ev.identity if k in pool}
         new_key = alert_fingerprint(stored.rule, old.entity, labels)
+        if new_key == key and not legacy:
+            return None
+        self.counters["upgraded" if legacy else "rekeyed"] += 1
         subject = msgspec.structs.replace(
             old,
             labels=labels,
-            annotations=notes,
+            annotations={k: v for k, v in pool.items() if k not in labels},
             identity_version=IDENTITY_VERSION,
             fingerprint=old.fingerprint or ("" if new_key == key else key),
         )
@@ -405,8 +423,12 @@ class RuleEngine:
         if firing is None:
             return []
         since, value = firing
-        change = Change("resolved", max(now_ms, since), value, max(now_ms, since))
-        return [ev.transition(key, entry.subject, change)]
+        at = max(now_ms, since)
+        return [
+            ev.transition(
+                entry.subject.fingerprint or key, entry.subject, Change("resolved", at, value, at)
+            )
+        ]
 
     def _current(self, ev: AnyEvaluator, stored: EngineState | None) -> EngineState | None:
         if stored is None or ev.owns(stored):

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.models import AlertTransition, RawEnvelope, StateEvent
+from pipeline.normalize import normalize_envelope
 from pipeline.replay import replay
 from pipeline.rules.engine import RuleEngine, alert_fingerprint, decode_state
 from pipeline.rules.loader import load_rules
@@ -659,3 +660,53 @@ def test_streamwarden_replay_prints_one_series(tmp_path: Path) -> None:
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["state"] for o in out] == ["firing", "resolved", "firing", "resolved"]
     assert {o["fingerprint"] for o in out} == {alert_fingerprint("device-offline", "7", {})}
+
+
+def test_editing_a_rules_identity_keeps_its_firing_alert_resolvable(tmp_path: Path) -> None:
+    """Changing ``identity`` changes every key; the alert fired under the old identity must
+    still resolve (under its old fingerprint) once the runtime has visited the state."""
+    before = engine(
+        tmp_path,
+        """
+rules:
+  - {name: l1-over, type: threshold, match: {source: aliunid, metric: l1.V},
+     condition: {op: ">", value: 250}}
+""",
+    )
+    state: dict[str, Any] = {}
+    runtime = RuleRuntime(before, state)
+    hot = {"type": "data", "id": "mp-1", "data": {"l1": {"phase": "R", "V": 260}}}
+    cool = {"type": "data", "id": "mp-1", "data": {"l1": {"phase": "R", "V": 230}}}
+    (fired,) = [t for r in normalize_envelope(env("aliunid", hot, T0)) for t in runtime.process(r)]
+    after = before.reload(
+        load_rules(
+            [
+                _write(
+                    tmp_path,
+                    "after.yaml",
+                    """
+rules:
+  - {name: l1-over, type: threshold, match: {source: aliunid, metric: l1.V},
+     condition: {op: ">", value: 250}, identity: []}
+""",
+                )
+            ]
+        )
+    )
+    runtime.set_engine(after)
+    runtime.rebuild(list(state.items()))  # a start (or partition assignment) visits every entry
+
+    out = [
+        t for r in normalize_envelope(env("aliunid", cool, T0 + 1000)) for t in runtime.process(r)
+    ]
+
+    assert [(t.state, t.fingerprint) for t in out] == [("resolved", fired.fingerprint)]
+    assert fired.labels == {"phase": "R"}
+    assert out[0].labels == {} and out[0].annotations == {"phase": "R"}
+    assert after.counters["rekeyed"] == 1
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
