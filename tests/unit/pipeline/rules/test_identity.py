@@ -710,3 +710,44 @@ def _write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_pre_upgrade_absence_alert_of_a_hemis_sensor_resolves(tmp_path: Path) -> None:
+    """Hemis measurements used to carry ``type``/``zoneId``/``itId``/``factorId`` as labels,
+    so every absence entry was keyed by them; the next reading (of any message type) must
+    still resolve the silent-sensor alert that fired before the upgrade."""
+    rules = engine(
+        tmp_path,
+        """
+rules:
+  - {name: sensor-silent, type: absence, match: {source: hemis, metric: sensor.TMP},
+     after: 1m}
+""",
+    )
+    old_labels = {"type": "SENSOR_STATE", "zoneId": "Serveur", "itId": "IT-1", "factorId": "TMP"}
+    old_key = alert_fingerprint("sensor-silent", "S-1", old_labels)
+    subject = ["S-1", "hemis", "hemis-1", "sensor.TMP", "°C", old_labels]
+    raw = msgspec.msgpack.encode(
+        [
+            "absence",
+            "sensor-silent",
+            rules.rule_hashes()["sensor-silent"],
+            subject,
+            T0,
+            21.0,
+            T0 + 60_000,
+        ]
+    )
+    state = {old_key: decode_state(raw)}
+    runtime = RuleRuntime(rules, state)
+    runtime.rebuild(list(state.items()))
+    back = data_container("NEW_DATA", "SENSOR", 22.0, T0 + 120_000)
+
+    out = [
+        t
+        for record in normalize_envelope(env("hemis", back, T0 + 120_000))
+        for t in runtime.process(record)
+    ]
+
+    assert [(t.state, t.fingerprint) for t in out] == [("resolved", old_key)]
+    assert rules.counters["upgraded"] == 1
