@@ -342,7 +342,7 @@ def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None
     click.echo(
         f"replayed {result.envelopes} envelopes, {result.records} records: "
         f"{len(result.transitions)} transitions, {result.dead_letters} dead letters, "
-        f"{result.bad_lines} unreadable lines",
+        f"{result.control_frames} control frames, {result.bad_lines} unreadable lines",
         err=True,
     )
 

@@ -660,6 +660,10 @@ def test_streamwarden_replay_prints_one_series(tmp_path: Path) -> None:
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["state"] for o in out] == ["firing", "resolved", "firing", "resolved"]
     assert {o["fingerprint"] for o in out} == {alert_fingerprint("device-offline", "7", {})}
+    assert result.stderr.strip().splitlines()[-1] == (
+        "replayed 4 envelopes, 4 records: 4 transitions, 0 dead letters, 0 control frames, "
+        "0 unreadable lines"
+    )
 
 
 def test_editing_a_rules_identity_keeps_its_firing_alert_resolvable(tmp_path: Path) -> None:
