@@ -158,8 +158,10 @@ def records_of(family: Family, envelope: RawEnvelope) -> list[CanonicalRecord]:
     document = parse_json(text, family.name)
     records = family.parse(envelope, document)
     if not records:
+        kind = json_kind(document)
+        article = "an" if kind[0] in "aeiou" else "a"
         raise BadInputError(
-            f"{family.name} frame: a {json_kind(document)} that yields no record "
+            f"{family.name} frame: {article} {kind} that yields no record "
             "and is no known control frame"
         )
     # One sum in C instead of a test per record: finite values have a finite sum unless it

@@ -110,7 +110,7 @@ def test_an_empty_result_without_a_control_signal_is_a_dead_letter() -> None:
         run(fake(lambda envelope, document: []), envelope("fake", "{}"))
 
     assert caught.value.reason == (
-        "fake frame: a object that yields no record and is no known control frame"
+        "fake frame: an object that yields no record and is no known control frame"
     )
 
 
