@@ -501,6 +501,8 @@ def _reword(error: Any, resolved: _Resolved, reader: _FileReader) -> tuple[DataP
         f"({ctx.get('high', 0):g}); swap them or fix the bounds",
         "template_syntax": f"template syntax error: {str(ctx.get('problem', '')).rstrip('.')} "
         f"(template line {ctx.get('lineno')}); fix the Jinja2 syntax",
+        "template_budget": f"template refused when rendered on sample data: "
+        f"{str(ctx.get('problem', '')).rstrip('.')}; make it smaller or simpler",
     }
     if kind in ("list_type", "tuple_type"):
         example = f"[{node.value}]" if isinstance(node, ScalarNode) and node.value else "[a, b]"
