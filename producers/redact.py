@@ -25,6 +25,7 @@ __all__ = [
     "MIN_SECRET_LENGTH",
     "SecretFilter",
     "install_secret_filter",
+    "redact_known",
     "redact_text",
     "redact_url",
 ]
@@ -58,6 +59,11 @@ _TEXT_PARAM = re.compile(
     rf"(?<![A-Za-z0-9_\-])((?:{_PARAM_NAMES})=)[^&\s\"'#<>]+",
     re.IGNORECASE,
 )
+# "name": "value" in JSON text (a frame or a response body echoing a credential)
+_JSON_PARAM = re.compile(
+    rf"(\"(?:{_PARAM_NAMES})\"\s*:\s*\")(?:[^\"\\]|\\.)*(?=\")",
+    re.IGNORECASE,
+)
 # scheme://user:password@host
 _TEXT_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+@")
 
@@ -85,12 +91,15 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask ``name=value`` credential parameters and URL passwords anywhere in free text.
+    """Mask ``name=value`` and JSON ``"name": "value"`` credential parameters and URL
+    passwords anywhere in free text.
 
     Used for lines that may embed a URL or request target (``GET /live?apiKey=... HTTP/1.1``).
     """
     if "=" in text:
         text = _TEXT_PARAM.sub(rf"\g<1>{MASK}", text)
+    if '"' in text:
+        text = _JSON_PARAM.sub(rf"\g<1>{MASK}", text)
     if "@" in text:
         text = _TEXT_USERINFO.sub(rf"\g<1>{MASK}@", text)
     return text
@@ -212,3 +221,12 @@ def install_secret_filter(secrets: Iterable[str]) -> SecretFilter:
         if shared not in handler.filters:
             handler.addFilter(shared)
     return shared
+
+
+def redact_known(text: str) -> str:
+    """:func:`redact_text`, plus the secret values given to :func:`install_secret_filter`
+    (for text that is stored rather than logged, such as dead-letter excerpts)."""
+    shared = _installed
+    if shared is not None:
+        text = shared.redact(text)
+    return redact_text(text)
