@@ -107,7 +107,7 @@ def test_rules_check_refuses_the_oversized_and_the_slow_template(tmp_path: Path)
         "    type: threshold\n"
         "    match: {source: aliunid, metric: sys.kW}\n"
         "    condition: {op: '>', value: 40}\n"
-        f"    summary: \"{WORST_CASES['nested loops']}\"\n",
+        f'    summary: "{WORST_CASES["nested loops"]}"\n',
         encoding="utf-8",
     )
     with pytest.raises(RuleError) as caught:
