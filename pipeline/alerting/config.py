@@ -102,6 +102,7 @@ from pipeline.rules.loader import (  # the rule loader's line-aware YAML reader 
     _reword,
     format_path,
 )
+from producers.strict_yaml import StrictYAMLError, read_limited
 
 __all__ = [
     "BUILTIN_CHANNELS",
@@ -609,11 +610,11 @@ def load_config(path: Path | None) -> AlertingConfig:
     display = str(path)
     problems: list[RuleProblem] = []
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_FILE_BYTES)  # never reads more than the limit
     except OSError as exc:
         raise ConfigError(f"{display}: cannot read channels file: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{display}: file is larger than {MAX_FILE_BYTES} bytes")
+    except StrictYAMLError:
+        raise ConfigError(f"{display}: file is larger than {MAX_FILE_BYTES} bytes") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
