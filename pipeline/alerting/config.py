@@ -580,15 +580,44 @@ def _check(reader: _FileReader, path: DataPath, source: str, fmt: Format) -> boo
 def _read_body_file(
     reader: _FileReader, path: DataPath, name: str, base: Path | None
 ) -> str | None:
+    """The text of a ``body_file``: a regular file under the channels file's folder, at most
+    :data:`MAX_BODY_FILE_BYTES` bytes. Anything else is refused without being read, so a
+    channel cannot pull ``/proc/self/environ`` (secrets) or ``/dev/zero`` into a message."""
+    folder = (base or Path.cwd()).resolve()
     file = Path(name)
-    if not file.is_absolute() and base is not None:
-        file = base / file
+    if not file.is_absolute():
+        file = folder / file
+    line = reader.where(path).line
     try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        reader.problem(reader.where(path).line, path, f"cannot read {file}: {reason}")
+        resolved = file.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not found"
+        reader.problem(line, path, f"cannot read {file}: {reason}")
         return None
+    if not resolved.is_relative_to(folder):
+        reader.problem(
+            line,
+            path,
+            f"{name!r} is outside the channels file's folder {folder}; keep templates next "
+            "to channels.yaml",
+        )
+        return None
+    if not resolved.is_file():
+        reader.problem(line, path, f"{name!r} is not a regular file; point it at a template")
+        return None
+    try:
+        return read_limited(resolved, MAX_BODY_FILE_BYTES).decode("utf-8")
+    except StrictYAMLError:
+        reader.problem(line, path, f"{name!r} is larger than {MAX_BODY_FILE_BYTES} bytes")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = (exc.strerror or "error") if isinstance(exc, OSError) else "not UTF-8 text"
+        reader.problem(line, path, f"cannot read {file}: {reason}")
+        return None
+
+
+MAX_BODY_FILE_BYTES = 256_000
+"""Largest ``templates.body_file``."""
 
 
 def _channel_lines(reader: _FileReader, spec: ChannelsFile) -> dict[str, int]:
