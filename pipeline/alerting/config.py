@@ -526,6 +526,9 @@ def _cross_check(
                 ("channels", name),
                 f"the {name} channel is built in; choose another name",
             )
+    silences = _mapping(data.get("silences")).get("file")
+    if isinstance(silences, str) and silences:
+        _check_silences_file(reader, ("silences", "file"), silences, base)
     routes = data.get("routes")
     for i, route in enumerate(routes if isinstance(routes, list) else []):
         route = _mapping(route)
@@ -575,6 +578,28 @@ def _check(reader: _FileReader, path: DataPath, source: str, fmt: Format) -> boo
         reader.problem(reader.where(path).line, path, f"{exc}; fix the template")
         return False
     return True
+
+
+def _check_silences_file(reader: _FileReader, path: DataPath, name: str, base: Path | None) -> None:
+    """``silences.file`` must stay under the channels file's folder and be a regular file if
+    it exists: the worker and ``silence add`` write it (as root, ``/dev/null`` or
+    ``/etc/...`` would be overwritten or make silences vanish)."""
+    folder = (base or Path.cwd()).resolve()
+    file = Path(name)
+    if not file.is_absolute():
+        file = folder / file
+    resolved = file.resolve()
+    if not resolved.is_relative_to(folder):
+        reader.problem(
+            reader.where(path).line,
+            path,
+            f"{name!r} is outside the channels file's folder {folder}; keep the silences "
+            "file next to channels.yaml",
+        )
+    elif resolved.exists() and not resolved.is_file():
+        reader.problem(
+            reader.where(path).line, path, f"{name!r} is not a regular file; name a JSON file"
+        )
 
 
 def _read_body_file(
