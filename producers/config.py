@@ -347,11 +347,16 @@ class _Loader:
                 unresolved.add(str(key))
                 self.problem(where(loc), message, source=label, key=_key_path(loc))
 
+        # a value taken from the environment is never echoed: the variable may hold a secret
+        from_env = frozenset(str(k) for k, v in entry.items() if expanded[k] != v)
         try:
             source = _SOURCE_ADAPTER.validate_python(expanded)
         except ValidationError as exc:
             for error in exc.errors(include_url=False, include_input=True):
-                loc, message = _describe(error, expanded.get("kind"), secret_keys)
+                loc, message = _describe(error, expanded.get("kind"), secret_keys | from_env)
+                shown = error.get("input")
+                if loc and str(loc[0]) in from_env and isinstance(shown, str) and shown:
+                    message = message.replace(shown, "(the value of its variable)")
                 if loc and str(loc[0]) in unresolved:
                     continue  # already reported as a missing variable
                 self.problem(where(loc), message, source=label, key=_key_path(loc))

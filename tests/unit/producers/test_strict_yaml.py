@@ -86,3 +86,17 @@ def test_read_limited_never_reads_past_the_limit(tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.write_bytes(b"abc")
     assert read_limited(small, 3) == b"abc"
+
+
+def test_a_variable_in_a_non_secret_field_is_not_echoed_in_the_error(tmp_path: Path) -> None:
+    """Issue 16, defect 9: ``${VAR}`` in a non-secret field echoed its (secret) value."""
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n  - name: a\n    kind: aliunid\n    url: ws://127.0.0.1:1/live\n"
+        "    api_key: k\n    max_frame_bytes: ${LEAKY}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SourceConfigError) as caught:
+        load_sources(path, env={"LEAKY": "s3cr3t-v4lue-not-a-number"})
+    assert "max_frame_bytes" in str(caught.value)
+    assert "s3cr3t-v4lue" not in str(caught.value)
