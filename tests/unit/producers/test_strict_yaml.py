@@ -5,6 +5,8 @@ and every loader read ``010`` as 8 and ``1:30`` as 90 silently."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from producers.config import load_sources
 from producers.errors import SourceConfigError
 from producers.strict_yaml import StrictYAMLError, compose_strict, load_strict, read_limited
+from producers.transports.websocket import WebSocketClient, is_clear_text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -100,3 +103,37 @@ def test_a_variable_in_a_non_secret_field_is_not_echoed_in_the_error(tmp_path: P
         load_sources(path, env={"LEAKY": "s3cr3t-v4lue-not-a-number"})
     assert "max_frame_bytes" in str(caught.value)
     assert "s3cr3t-v4lue" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "clear"),
+    [
+        ("ws://realtime.nobil.no/api/v1/stream?apikey=k", True),
+        ("WS://example.com/live", True),
+        ("wss://realtime.example.com/live", False),
+        ("ws://127.0.0.1:8765/live", False),
+        ("ws://localhost:8765/live", False),
+    ],
+)
+def test_clear_text_websocket_urls_are_recognised(url: str, clear: bool) -> None:
+    """Issue 16, defect 9: ws:// was accepted without the warning verify=no gets; the
+    transport now warns once per run for these (see producers/transports/websocket.py)."""
+    assert is_clear_text(url) is clear
+
+
+async def test_a_clear_text_upstream_is_warned_about_once_with_its_key_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def ignore(frame: str | bytes) -> None:
+        return None
+
+    client = WebSocketClient(
+        "ws://realtime.nobil.no/api/v1/stream?apikey=k-clear-0123", ignore, name="nobil-live"
+    )
+    stop = asyncio.Event()
+    stop.set()  # no connection attempt: only the start-up check runs
+    with caplog.at_level(logging.WARNING, logger="producers.transports.websocket"):
+        await client.run(stop)
+    assert "upstream connection is clear text (ws://, no TLS)" in caplog.text
+    assert "source=nobil-live" in caplog.text
+    assert "k-clear-0123" not in caplog.text
