@@ -100,6 +100,9 @@ def url_secrets(url: str) -> list[str]:
         else:
             candidates.append(value)
     host = parts.netloc.rsplit("@", 1)[-1]
+    if parts.path.strip("/"):
+        # the address as libraries log it under another scheme (json:// is logged as http://)
+        pieces.append(f"{host}{parts.path}")
     if "." not in host:
         # apprise URLs put tokens where a host would be (tgram://BOTTOKEN/CHAT).
         candidates.append(host)
