@@ -168,12 +168,7 @@ def compose_strict(
         StrictYAMLError: a strict-loader rule is broken.
         yaml.YAMLError: the text is not YAML.
     """
-    loader = StrictLoader(text, max_nodes=max_nodes, max_depth=max_depth)
-    try:
-        node: Node | None = loader.get_single_node()
-        return node
-    finally:
-        loader.dispose()
+    return _load(text, max_nodes, max_depth, construct=False)[0]
 
 
 def load_strict(
@@ -185,10 +180,14 @@ def load_strict(
         StrictYAMLError: a strict-loader rule is broken.
         yaml.YAMLError: the text is not YAML.
     """
+    return _load(text, max_nodes, max_depth, construct=True)
+
+
+def _load(text: str, max_nodes: int, max_depth: int, *, construct: bool) -> tuple[Node | None, Any]:
     loader = StrictLoader(text, max_nodes=max_nodes, max_depth=max_depth)
     try:
         node: Node | None = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        data = loader.construct_document(node) if construct and node is not None else None
         return node, data
     finally:
         loader.dispose()

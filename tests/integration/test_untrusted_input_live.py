@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.topics import all_topics
 from producers.envelope import RawEnvelope, encode_envelope, raw_topic
 from tests.integration.conftest import BrokerHandle
+from tests.integration.test_end_to_end import _spawn, _stop
 from tests.support.webhook import webhook_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -63,28 +61,6 @@ rules:
     summary: "{{% if entity == '{EVIL}' %}}{{% for a in 'x'*200 %}}{{{{ 'y'*10000 }}}}{{% endfor %}}{{% endif %}}ok {{{{ entity }}}}"
     channels: [hook]
 """
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streamwarden", *args],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def _frame(entity: str, kw: float, offset_ms: int) -> RawEnvelope:
