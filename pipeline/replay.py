@@ -12,6 +12,7 @@ later is not reported.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,15 +80,25 @@ def replay(
     return result
 
 
+def json_value(value: float | str) -> float | str:
+    """``value`` as strict JSON can hold it: a non-finite float (which ``json.dumps`` would
+    print as the invalid ``Infinity`` / ``NaN``) becomes its text, ``"inf"``, ``"-inf"`` or
+    ``"nan"``. Aggregates saturate and normalizers refuse non-finite readings, so this is a
+    last guard: replay output is always valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def transition_line(transition: AlertTransition) -> dict[str, object]:
-    """The replay output object of one transition."""
+    """The replay output object of one transition (strict JSON: see :func:`json_value`)."""
     return {
         "rule": transition.rule,
         "state": transition.state,
         "entity": transition.entity,
         "source": transition.source,
         "metric": transition.metric,
-        "value": transition.value,
+        "value": json_value(transition.value),
         "severity": transition.severity,
         "ts_ms": transition.ts_ms,
         "fingerprint": transition.fingerprint,

@@ -44,6 +44,17 @@ the first and the last value by event time; no result below two distinct timesta
 counter-reset handling) and a percentile given as a float. A window without a result (empty,
 or ``rate`` from a single timestamp) yields ``None``.
 
+Overflow
+    Upstream values are finite but may be huge: ``1e308 + 1.5e308`` overflows a float, and
+    ``math.fsum`` raises ``OverflowError`` on it. An exception here would stop the rule
+    engine on every redelivery of the same records, so sums, totals, averages and rates
+    *saturate* instead: a result beyond the float range becomes ``±MAX_FLOAT``
+    (:data:`sys.float_info.max`), never ``inf``. :func:`aggregate` therefore returns a finite
+    number for finite inputs (and for saturated pane totals kept in state), so every value it
+    yields encodes as JSON. Averages divide before summing when the sum would overflow, so the
+    average of ``1e308`` and ``1.5e308`` is ``1.25e308``, not a saturated value; a pane total
+    that saturated is flagged by being exactly ``±MAX_FLOAT``.
+
 Redelivery (:func:`seen_add`, :func:`seen_has`)
     The pipeline is at-least-once: after a crash the rule engine sees records again that it
     had already applied, and an aggregate would count them twice. So the engine remembers a
@@ -69,13 +80,15 @@ from __future__ import annotations
 import bisect
 import math
 import struct
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 import msgspec
 
 __all__ = [
     "AGGREGATES",
+    "MAX_FLOAT",
     "MAX_SEEN_KEYS",
     "MAX_SLIDING_CELLS",
     "PERCENTILE_BUDGET",
@@ -90,6 +103,8 @@ __all__ = [
     "pane_add",
     "pane_start",
     "percentile",
+    "saturate",
+    "saturating_sum",
     "seen_add",
     "seen_has",
     "sliding_insert",
@@ -115,6 +130,42 @@ MAX_SLIDING_CELLS: Final = 256
 """Most cells a sliding window keeps; past it, cells in the same slot are merged."""
 MAX_SEEN_KEYS: Final = 1024
 """Most seen keys (redelivery detection) one entity of one aggregate rule keeps."""
+
+
+MAX_FLOAT: Final = sys.float_info.max
+"""Largest finite float: what an overflowing sum, average or rate saturates to."""
+_SCALE: Final = 2.0**-64
+"""Exact power-of-two scale for summing near the float range (see :func:`saturating_sum`)."""
+
+
+def saturate(value: float) -> float:
+    """``value`` clamped to ``[-MAX_FLOAT, MAX_FLOAT]`` (``inf`` becomes ``MAX_FLOAT``; NaN
+    stays NaN)."""
+    if value > MAX_FLOAT:
+        return MAX_FLOAT
+    if value < -MAX_FLOAT:
+        return -MAX_FLOAT
+    return value
+
+
+def saturating_sum(values: Iterable[float]) -> float:
+    """The exact sum of ``values`` (``math.fsum``), saturated instead of overflowing.
+
+    ``math.fsum`` raises ``OverflowError`` when a partial sum leaves the float range, even if
+    the final sum would fit, and ``ValueError`` on ``inf + -inf``. Here inputs are first
+    saturated; on overflow the values are summed scaled by an exact power of two (so
+    ``1e308 + 1e308 - 1e308`` is still ``1e308``), and a result still out of range
+    saturates.
+    """
+    finite = [saturate(v) for v in values]
+    try:
+        return math.fsum(finite)
+    except OverflowError:
+        return saturate(math.fsum(v * _SCALE for v in finite) / _SCALE)
+
+
+def _saturating_add(a: float, b: float) -> float:
+    return saturate(saturate(a) + saturate(b))
 
 
 class Pane(msgspec.Struct, frozen=True, array_like=True):
@@ -166,7 +217,7 @@ def pane_add(pane: Pane, ts_ms: int, value: float, sample_cap: int) -> Pane:
     return Pane(
         pane.start_ms,
         pane.count + 1,
-        pane.total + value,
+        _saturating_add(pane.total, value),
         min(pane.low, value),
         max(pane.high, value),
         first_ms,
@@ -195,7 +246,7 @@ def merge_panes(a: Pane, b: Pane, sample_cap: int) -> Pane:
     return Pane(
         min(a.start_ms, b.start_ms),
         a.count + b.count,
-        a.total + b.total,
+        _saturating_add(a.total, b.total),
         min(a.low, b.low),
         max(a.high, b.high),
         first_ms,
@@ -332,9 +383,20 @@ def percentile(panes: Sequence[Pane], p: float) -> float | None:
 def aggregate(panes: Sequence[Pane], how: AggregateName | float) -> float | None:
     """The aggregate of the records in ``panes``; a float ``how`` is a percentile.
 
+    Never raises on finite values and never returns a non-finite number (see *Overflow* in
+    the module docstring): ``inf`` from state written by older versions saturates, NaN gives
+    no result.
+
     Returns:
         The result, or None for no panes, or ``rate`` over fewer than two timestamps.
     """
+    result = _aggregate(panes, how)
+    if result is None or math.isnan(result):
+        return None
+    return saturate(result)
+
+
+def _aggregate(panes: Sequence[Pane], how: AggregateName | float) -> float | None:
     if not panes:
         return None
     if not isinstance(how, str):
@@ -342,9 +404,9 @@ def aggregate(panes: Sequence[Pane], how: AggregateName | float) -> float | None
     if how == "count":
         return float(sum(p.count for p in panes))
     if how == "sum":
-        return math.fsum(p.total for p in panes)
+        return saturating_sum(p.total for p in panes)
     if how == "avg":
-        return math.fsum(p.total for p in panes) / sum(p.count for p in panes)
+        return _average(panes)
     if how == "min":
         return min(p.low for p in panes)
     if how == "max":
@@ -362,7 +424,26 @@ def aggregate(panes: Sequence[Pane], how: AggregateName | float) -> float | None
     span_ms = last.last_ms - first.first_ms
     if span_ms <= 0:
         return None
-    return (last.last - first.first) * 1000.0 / span_ms
+    return _rate(last.last, first.first, span_ms)
+
+
+def _average(panes: Sequence[Pane]) -> float:
+    """Mean of the records in ``panes``; divides before summing when the sum overflows."""
+    count = sum(p.count for p in panes)
+    total = saturating_sum(p.total for p in panes)
+    if abs(total) < MAX_FLOAT:
+        return total / count
+    return saturate(saturating_sum(saturate(p.total) / count for p in panes))
+
+
+def _rate(last: float, first: float, span_ms: int) -> float:
+    """``(last - first)`` per second over ``span_ms``, saturated (the difference of two huge
+    values of opposite sign overflows)."""
+    change = saturate(last) - saturate(first)
+    if math.isfinite(change):
+        return saturate(change * 1000.0 / span_ms)
+    half = saturate(last) / 2 - saturate(first) / 2  # halves cannot overflow
+    return saturate(half / span_ms * 2000.0)
 
 
 def value_key(value: float) -> int:

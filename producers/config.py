@@ -70,6 +70,7 @@ from producers.sources.element import ElementSource
 from producers.sources.hemis import HemisSource
 from producers.sources.nobil import NobilSource
 from producers.sources.valtronics import ValtronicsSource
+from producers.strict_yaml import StrictYAMLError, load_strict
 
 __all__ = [
     "AliunidSource",
@@ -243,10 +244,11 @@ class _Loader:
         return [s for _, s in sources]
 
     def _parse(self, text: str) -> tuple[yaml.Node, Any] | None:
-        loader = yaml.SafeLoader(text)
         try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
+            node, data = load_strict(text)  # the shared strict loader: no aliases, limits
+        except StrictYAMLError as exc:
+            self.problem(exc.line or None, exc.message)
+            return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             self.problem(mark.line + 1 if mark else None, f"invalid YAML: {exc.problem}")
@@ -254,8 +256,6 @@ class _Loader:
         except yaml.YAMLError as exc:
             self.problem(None, f"invalid YAML: {exc}")
             return None
-        finally:
-            loader.dispose()
         if node is None:
             self.problem(None, "the file is empty; expected a mapping with a 'sources' list")
             return None
@@ -347,11 +347,16 @@ class _Loader:
                 unresolved.add(str(key))
                 self.problem(where(loc), message, source=label, key=_key_path(loc))
 
+        # a value taken from the environment is never echoed: the variable may hold a secret
+        from_env = frozenset(str(k) for k, v in entry.items() if expanded[k] != v)
         try:
             source = _SOURCE_ADAPTER.validate_python(expanded)
         except ValidationError as exc:
             for error in exc.errors(include_url=False, include_input=True):
-                loc, message = _describe(error, expanded.get("kind"), secret_keys)
+                loc, message = _describe(error, expanded.get("kind"), secret_keys | from_env)
+                shown = error.get("input")
+                if loc and str(loc[0]) in from_env and isinstance(shown, str) and shown:
+                    message = message.replace(shown, "(the value of its variable)")
                 if loc and str(loc[0]) in unresolved:
                     continue  # already reported as a missing variable
                 self.problem(where(loc), message, source=label, key=_key_path(loc))

@@ -9,24 +9,35 @@ Two layers:
 * :class:`SecretFilter` masks known secret *values* (from the sources file or environment) in
   log records, after formatting, including exception and stack text. Install it on the root
   logger's handlers with :func:`install_secret_filter`.
+
+A secret reaches text in more than one spelling: a URL carries it percent-encoded and a
+library logs it decoded (``AAH%2Denc`` / ``AAH-enc``), a JSON body escapes it, an HTTP peer
+echoes ``Authorization: Basic base64(user:password)``. :func:`spellings` lists them and
+:class:`SecretFilter` masks every one; :func:`basic_auth` gives the Basic form of a
+user and password.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import threading
 from collections.abc import Iterable
-from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 __all__ = [
     "CREDENTIAL_PARAMS",
     "MASK",
     "MIN_SECRET_LENGTH",
     "SecretFilter",
+    "basic_auth",
     "install_secret_filter",
+    "redact_known",
     "redact_text",
     "redact_url",
+    "spellings",
 ]
 
 MASK = "***"
@@ -58,8 +69,28 @@ _TEXT_PARAM = re.compile(
     rf"(?<![A-Za-z0-9_\-])((?:{_PARAM_NAMES})=)[^&\s\"'#<>]+",
     re.IGNORECASE,
 )
+# "name": "value" in JSON text (a frame or a response body echoing a credential)
+_JSON_PARAM = re.compile(
+    rf"(\"(?:{_PARAM_NAMES})\"\s*:\s*\")(?:[^\"\\]|\\.)*(?=\")",
+    re.IGNORECASE,
+)
 # scheme://user:password@host
 _TEXT_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+@")
+
+
+def spellings(secret: str) -> set[str]:
+    """Every way ``secret`` may be written: as given, percent-encoded (``quote`` and
+    ``quote_plus``), percent-decoded, and JSON-escaped (of each of those)."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+    forms |= {unquote(secret), unquote_plus(secret)}
+    forms |= {json.dumps(form, ensure_ascii=True)[1:-1] for form in list(forms)}
+    forms |= {json.dumps(form, ensure_ascii=False)[1:-1] for form in list(forms)}
+    return {form for form in forms if form}
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The base64 credentials of an ``Authorization: Basic`` header for ``user:password``."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def redact_url(url: str) -> str:
@@ -85,12 +116,15 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask ``name=value`` credential parameters and URL passwords anywhere in free text.
+    """Mask ``name=value`` and JSON ``"name": "value"`` credential parameters and URL
+    passwords anywhere in free text.
 
     Used for lines that may embed a URL or request target (``GET /live?apiKey=... HTTP/1.1``).
     """
     if "=" in text:
         text = _TEXT_PARAM.sub(rf"\g<1>{MASK}", text)
+    if '"' in text:
+        text = _JSON_PARAM.sub(rf"\g<1>{MASK}", text)
     if "@" in text:
         text = _TEXT_USERINFO.sub(rf"\g<1>{MASK}@", text)
     return text
@@ -121,7 +155,7 @@ def _redact_query(query: str) -> str:
 
 
 class SecretFilter(logging.Filter):
-    """Replace known secret values in log records with ``***``.
+    """Replace known secret values, in every spelling (:func:`spellings`), with ``***``.
 
     The record's message is formatted first (``msg % args``), then masked, and stored back as
     ``msg`` with no ``args``, so every handler after this one sees the masked text. Exception
@@ -138,18 +172,21 @@ class SecretFilter(logging.Filter):
         super().__init__()
         self._lock = threading.Lock()
         self._secrets: tuple[str, ...] = ()
+        self._given: set[str] = set()
         self.redact_credentials = redact_credentials
         self.add(secrets)
 
     @property
     def secrets_count(self) -> int:
-        """How many distinct secrets are masked."""
-        return len(self._secrets)
+        """How many distinct secrets are masked (each in all its spellings)."""
+        return len(self._given)
 
     def add(self, secrets: Iterable[str]) -> None:
         """Mask more secrets from now on (thread-safe)."""
-        new = {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH}
+        given = {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH}
+        new = {form for s in given for form in spellings(s) if len(form) >= MIN_SECRET_LENGTH}
         with self._lock:
+            self._given |= given
             merged = set(self._secrets) | new
             # Longest first, so a secret that contains another is masked whole.
             self._secrets = tuple(sorted(merged, key=lambda s: (-len(s), s)))
@@ -212,3 +249,12 @@ def install_secret_filter(secrets: Iterable[str]) -> SecretFilter:
         if shared not in handler.filters:
             handler.addFilter(shared)
     return shared
+
+
+def redact_known(text: str) -> str:
+    """:func:`redact_text`, plus the secret values given to :func:`install_secret_filter`
+    (for text that is stored rather than logged, such as dead-letter excerpts)."""
+    shared = _installed
+    if shared is not None:
+        text = shared.redact(text)
+    return redact_text(text)

@@ -3,9 +3,16 @@
 :class:`KafkaSink` decouples the upstream from Kafka with a bounded in-memory buffer of
 *unacknowledged* envelopes. While Kafka is slow or down, the buffer fills, then ``send`` waits
 (backpressure: the producer stops reading the upstream socket) instead of dropping. Transient
-delivery errors are retried with backoff, forever; a non-retriable error (for example a record
-larger than the broker accepts) stops the sink with :class:`~producers.errors.SinkError`, which
-stops the producer loudly rather than stalling or dropping silently.
+delivery errors are retried with backoff, forever; a non-retriable error stops the sink with
+:class:`~producers.errors.SinkError`, which stops the producer loudly rather than stalling or
+dropping silently.
+
+Oversized envelopes: a frame under ``max_frame_bytes`` can still make an envelope larger than
+the broker accepts once JSON-escaped (a 600 KB frame of ``"`` becomes 1.2 MB). One frame must
+never stop a producer, so :meth:`KafkaSink.send` checks the *encoded* size against
+``max_message_bytes`` before sending and dead-letters an envelope that does not fit (reason and
+masked excerpt), then carries on; a broker that still refuses a record as too large (its own
+limit set lower) gets the same treatment instead of failing the sink.
 
 Dead letters: a frame a transport refuses (larger than ``max_frame_bytes``) is not dropped
 silently. The transport hands the sink a reason and the first :data:`EXCERPT_BYTES` bytes of the
@@ -33,13 +40,14 @@ from typing import Any, Protocol, Self
 import msgspec
 
 from producers.backoff import Backoff
-from producers.envelope import RawEnvelope, encode_envelope, now_ms, raw_topic
+from producers.envelope import RawEnvelope, decode_envelope, encode_envelope, now_ms, raw_topic
 from producers.errors import SinkError
-from producers.redact import redact_text
+from producers.redact import redact_known, redact_text
 
 __all__ = [
     "DEADLETTER_TOPIC",
     "EXCERPT_BYTES",
+    "MAX_MESSAGE_BYTES",
     "DeadLetterRecord",
     "DeadLetterRoute",
     "DeadLetterSink",
@@ -59,6 +67,10 @@ DEADLETTER_TOPIC = "deadletter.v1"
 #: How long the producer gathers envelopes into one batch: 5 ms of latency for batches the
 #: broker and the worker's fetches handle many frames at a time.
 PRODUCER_LINGER_MS = 5
+#: Largest record the producer sends: aiokafka's (and Kafka's) default ``max_request_size``.
+MAX_MESSAGE_BYTES = 1_048_576
+#: Bytes of a record beyond its key and value (batch and record headers), with margin.
+RECORD_OVERHEAD_BYTES = 512
 #: Most bytes of a refused frame kept in its dead letter.
 EXCERPT_BYTES = 1024
 #: Extra text redacted beyond the excerpt, so a secret cut by the excerpt's end is masked whole.
@@ -251,6 +263,13 @@ def is_retriable_kafka_error(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
 
 
+def _is_too_large(exc: BaseException) -> bool:
+    """Whether Kafka (client or broker) refused a record for its size."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    return isinstance(exc, MessageSizeTooLargeError)
+
+
 @dataclass(slots=True)
 class _Pending:
     seq: int
@@ -273,10 +292,13 @@ class KafkaSink:
             after a failed start.
         retry_backoff: delays between delivery or start retries.
         close_timeout: bound on :meth:`close` (final flush, then producer stop), seconds.
+        max_message_bytes: largest record sent (key, value and overhead); larger envelopes are
+            dead-lettered.
 
     Counters (monotonic): ``sent_total`` acknowledged records (envelopes and dead letters),
     ``failed_total`` failed delivery attempts (each retried), ``buffer_full_total`` times the
-    buffer filled up, ``deadlettered_total`` dead letters accepted.
+    buffer filled up, ``deadlettered_total`` dead letters accepted, ``oversized_total``
+    envelopes dead-lettered for their size.
     """
 
     def __init__(
@@ -288,6 +310,7 @@ class KafkaSink:
         producer_factory: Callable[[], KafkaProducerLike] | None = None,
         retry_backoff: Backoff | None = None,
         close_timeout: float = 30.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         if buffer_max_messages < 1:
             raise ValueError(f"buffer_max_messages must be >= 1, got {buffer_max_messages}")
@@ -295,6 +318,7 @@ class KafkaSink:
         self.client_id = client_id
         self.buffer_max_messages = buffer_max_messages
         self.close_timeout = close_timeout
+        self.max_message_bytes = max_message_bytes
         self._factory = producer_factory or self._default_factory
         self._backoff = retry_backoff or Backoff(initial=0.5, maximum=30.0)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -312,6 +336,7 @@ class KafkaSink:
         self.failed_total = 0
         self.buffer_full_total = 0
         self.deadlettered_total = 0
+        self.oversized_total = 0
 
     def _default_factory(self) -> KafkaProducerLike:
         from aiokafka import AIOKafkaProducer
@@ -322,6 +347,7 @@ class KafkaSink:
             acks="all",
             enable_idempotence=True,
             linger_ms=PRODUCER_LINGER_MS,
+            max_request_size=self.max_message_bytes,
         )
         return producer
 
@@ -353,10 +379,38 @@ class KafkaSink:
     async def send(self, key: bytes | None, envelope: RawEnvelope) -> None:
         """Buffer one envelope for ``raw_topic(envelope.source)``; waits while the buffer is full.
 
+        An envelope whose encoding is larger than ``max_message_bytes`` is dead-lettered
+        instead (see the module docstring) and counted in ``oversized_total``.
+
         Raises:
             SinkError: the sink is closed or failed permanently.
         """
-        await self._enqueue(raw_topic(envelope.source), key, encode_envelope(envelope))
+        value = encode_envelope(envelope)
+        size = len(value) + len(key or b"") + RECORD_OVERHEAD_BYTES
+        if size > self.max_message_bytes:
+            await self._dead_letter_oversized(envelope, size)
+            return
+        await self._enqueue(raw_topic(envelope.source), key, value)
+
+    async def _dead_letter_oversized(self, envelope: RawEnvelope, size: int) -> None:
+        self.oversized_total += 1
+        logger.warning(
+            "envelope too large for the broker; dead-lettered source=%s stream=%s bytes=%d "
+            "max_bytes=%d oversized_total=%d",
+            envelope.source,
+            envelope.stream,
+            size,
+            self.max_message_bytes,
+            self.oversized_total,
+        )
+        await self.send_dead_letter(
+            envelope.source,
+            envelope.stream,
+            f"envelope of {size} bytes once encoded exceeds the broker message size "
+            f"({self.max_message_bytes} bytes)",
+            frame_excerpt(envelope.payload, redact_known),
+            received_at_ms=envelope.received_at_ms,
+        )
 
     async def _enqueue(self, topic: str, key: bytes | None, value: bytes) -> None:
         await self.start()
@@ -519,6 +573,9 @@ class KafkaSink:
                         (item, await producer.send(item.topic, item.value, key=item.key))
                     )
                 except Exception as exc:
+                    if _is_too_large(exc):
+                        failed.append(self._as_dead_letter(item))
+                        continue
                     if not is_retriable_kafka_error(exc):
                         raise
                     error = exc
@@ -527,6 +584,9 @@ class KafkaSink:
             results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
             for (item, _), result in zip(futures, results, strict=True):
                 if isinstance(result, BaseException):
+                    if _is_too_large(result):
+                        failed.append(self._as_dead_letter(item))
+                        continue
                     if not is_retriable_kafka_error(result):
                         raise result
                     error = result
@@ -536,6 +596,9 @@ class KafkaSink:
             if not failed:
                 self._backoff.reset()
                 return
+            if error is None:  # only dead letters replacing refused envelopes: send them now
+                batch = sorted(failed, key=lambda p: p.seq)
+                continue
             self.failed_total += len(failed)
             delay = self._backoff.next_delay()
             logger.warning(
@@ -549,6 +612,31 @@ class KafkaSink:
             )
             await asyncio.sleep(delay)
             batch = sorted(failed, key=lambda p: p.seq)
+
+    def _as_dead_letter(self, item: _Pending) -> _Pending:
+        """The dead letter replacing an envelope the broker refused as too large (same place
+        in the order; a dead letter itself that is refused cannot happen: it is ~2 KB)."""
+        if item.topic == DEADLETTER_TOPIC:
+            raise SinkError("the broker refused a dead letter as too large")
+        envelope = decode_envelope(item.value)
+        self.oversized_total += 1
+        self.deadlettered_total += 1
+        logger.warning(
+            "broker refused an envelope as too large; dead-lettered source=%s stream=%s "
+            "bytes=%d oversized_total=%d",
+            envelope.source,
+            envelope.stream,
+            len(item.value),
+            self.oversized_total,
+        )
+        value = encode_dead_letter(
+            envelope.source,
+            envelope.stream,
+            f"envelope of {len(item.value)} bytes refused by the broker as too large",
+            frame_excerpt(envelope.payload, redact_known),
+            received_at_ms=envelope.received_at_ms,
+        )
+        return _Pending(item.seq, DEADLETTER_TOPIC, envelope.stream.encode("utf-8"), value)
 
     def _acknowledge(self) -> None:
         self.sent_total += 1

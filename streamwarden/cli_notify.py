@@ -68,8 +68,12 @@ def _channels_file(option: Path | None) -> Path | None:
 
 
 def _utc(ms: int) -> str:
-    """``2024-05-01T10:00:00Z`` (seconds precision)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2024-05-01T10:00:00Z`` (seconds precision); a time a hand-edited file put outside
+    what datetime can show is printed as epoch ms instead of a traceback."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"{ms} ms since 1970 (out of range)"
 
 
 def _one_line(text: str) -> str:

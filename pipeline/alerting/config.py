@@ -102,6 +102,7 @@ from pipeline.rules.loader import (  # the rule loader's line-aware YAML reader 
     _reword,
     format_path,
 )
+from producers.strict_yaml import StrictYAMLError, read_limited
 
 __all__ = [
     "BUILTIN_CHANNELS",
@@ -525,6 +526,9 @@ def _cross_check(
                 ("channels", name),
                 f"the {name} channel is built in; choose another name",
             )
+    silences = _mapping(data.get("silences")).get("file")
+    if isinstance(silences, str) and silences:
+        _check_silences_file(reader, ("silences", "file"), silences, base)
     routes = data.get("routes")
     for i, route in enumerate(routes if isinstance(routes, list) else []):
         route = _mapping(route)
@@ -576,18 +580,69 @@ def _check(reader: _FileReader, path: DataPath, source: str, fmt: Format) -> boo
     return True
 
 
+def _check_silences_file(reader: _FileReader, path: DataPath, name: str, base: Path | None) -> None:
+    """``silences.file`` must stay under the channels file's folder and be a regular file if
+    it exists: the worker and ``silence add`` write it (as root, ``/dev/null`` or
+    ``/etc/...`` would be overwritten or make silences vanish)."""
+    folder = (base or Path.cwd()).resolve()
+    file = Path(name)
+    if not file.is_absolute():
+        file = folder / file
+    resolved = file.resolve()
+    if not resolved.is_relative_to(folder):
+        reader.problem(
+            reader.where(path).line,
+            path,
+            f"{name!r} is outside the channels file's folder {folder}; keep the silences "
+            "file next to channels.yaml",
+        )
+    elif resolved.exists() and not resolved.is_file():
+        reader.problem(
+            reader.where(path).line, path, f"{name!r} is not a regular file; name a JSON file"
+        )
+
+
 def _read_body_file(
     reader: _FileReader, path: DataPath, name: str, base: Path | None
 ) -> str | None:
+    """The text of a ``body_file``: a regular file under the channels file's folder, at most
+    :data:`MAX_BODY_FILE_BYTES` bytes. Anything else is refused without being read, so a
+    channel cannot pull ``/proc/self/environ`` (secrets) or ``/dev/zero`` into a message."""
+    folder = (base or Path.cwd()).resolve()
     file = Path(name)
-    if not file.is_absolute() and base is not None:
-        file = base / file
+    if not file.is_absolute():
+        file = folder / file
+    line = reader.where(path).line
     try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        reader.problem(reader.where(path).line, path, f"cannot read {file}: {reason}")
+        resolved = file.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not found"
+        reader.problem(line, path, f"cannot read {file}: {reason}")
         return None
+    if not resolved.is_relative_to(folder):
+        reader.problem(
+            line,
+            path,
+            f"{name!r} is outside the channels file's folder {folder}; keep templates next "
+            "to channels.yaml",
+        )
+        return None
+    if not resolved.is_file():
+        reader.problem(line, path, f"{name!r} is not a regular file; point it at a template")
+        return None
+    try:
+        return read_limited(resolved, MAX_BODY_FILE_BYTES).decode("utf-8")
+    except StrictYAMLError:
+        reader.problem(line, path, f"{name!r} is larger than {MAX_BODY_FILE_BYTES} bytes")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = (exc.strerror or "error") if isinstance(exc, OSError) else "not UTF-8 text"
+        reader.problem(line, path, f"cannot read {file}: {reason}")
+        return None
+
+
+MAX_BODY_FILE_BYTES = 256_000
+"""Largest ``templates.body_file``."""
 
 
 def _channel_lines(reader: _FileReader, spec: ChannelsFile) -> dict[str, int]:
@@ -609,11 +664,11 @@ def load_config(path: Path | None) -> AlertingConfig:
     display = str(path)
     problems: list[RuleProblem] = []
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_FILE_BYTES)  # never reads more than the limit
     except OSError as exc:
         raise ConfigError(f"{display}: cannot read channels file: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{display}: file is larger than {MAX_FILE_BYTES} bytes")
+    except StrictYAMLError:
+        raise ConfigError(f"{display}: file is larger than {MAX_FILE_BYTES} bytes") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 RETENTION_MS = 5 * 24 * 3_600_000
 """How long an expired silence stays in the file."""
+MAX_TIME_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last time Python's datetime can show."""
 MAX_SILENCE_MS = 366 * 24 * 3_600_000
 """Longest silence accepted (a typo such as 1000d should not silence forever)."""
 RELOAD_CHECK_MS = 1000
@@ -128,6 +130,20 @@ class StaticSilences(SilenceSource):
 
     def silences(self, now_ms: int) -> Sequence[ActiveSilence]:
         return [s for s in self._compiled if s.ends_at_ms > now_ms]
+
+
+def _compile_each(silences: Sequence[Silence], path: Path) -> list[ActiveSilence]:
+    """Compile every silence that compiles; one with a broken matcher (a hand-edited file)
+    is skipped with a warning naming it, instead of disabling all the others."""
+    compiled = []
+    for silence in silences:
+        try:
+            compiled.append(_compile(silence))
+        except MatcherError as exc:
+            logger.warning(
+                "silence skipped: invalid matcher path=%s id=%s error=%s", path, silence.id, exc
+            )
+    return compiled
 
 
 def _compile(silence: Silence) -> ActiveSilence:
@@ -221,6 +237,8 @@ def add_silence(
         problems.append("the end is in the past; a silence must end in the future")
     elif ends_at_ms - starts_at_ms > MAX_SILENCE_MS:
         problems.append("a silence may last at most 366 days")
+    elif ends_at_ms > MAX_TIME_MS:
+        problems.append("the end is after the year 9999; choose an earlier end")
     if not comment.strip():
         problems.append("a comment is required: say why the alerts are silenced")
     if not author.strip():
@@ -347,8 +365,8 @@ class SilenceFileStore(SilenceSource):
         self._stamp = stamp
         try:
             content = _read(self.path)
-            compiled = [_compile(s) for s in content.silences]
-        except (SilenceError, MatcherError) as exc:
+            compiled = _compile_each(content.silences, self.path)
+        except SilenceError as exc:
             logger.warning("silences file not loaded, keeping the previous silences: %s", exc)
             return
         self._compiled = compiled

@@ -18,7 +18,9 @@ The built-in ``console`` channel (``console://``) prints to the worker's standar
 
 TLS: apprise verifies certificates unless a URL says ``verify=no`` (or ``false``, ``0``...).
 Such a URL is refused at load time unless its channel entry says
-``tls_insecure_acknowledged: true``; then every load logs a WARNING naming the channel.
+``tls_insecure_acknowledged: true``; then every load logs a WARNING naming the channel. A URL
+using the clear-text variant of a service that has a TLS one (``mailto://``, ``json://``,
+``ntfy://``... to another host) loads with a WARNING too (:func:`clear_text_schemes`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pipeline.alerting.config import (
 from pipeline.errors import ConfigError
 from pipeline.notify import console
 from pipeline.notify.templates import ChannelTemplates, Format
-from producers.redact import SecretFilter, install_secret_filter
+from producers.redact import CREDENTIAL_PARAMS, SecretFilter, basic_auth, install_secret_filter
 
 __all__ = [
     "CONSOLE_CHANNEL",
@@ -67,19 +69,44 @@ _LIBRARY_LOGGERS = ("apprise", "urllib3", "urllib3.connectionpool")
 _library_filter = SecretFilter(redact_credentials=True)
 
 
+def _token_like(piece: str) -> bool:
+    """Whether a URL piece looks like a credential: long, or mixing in digits. Ordinary words
+    (``hooks``, ``services``, ``lab-hook``) are not: masking them would mangle every log line
+    that names a host or channel (``hooks.slack.com`` -> ``***s.slack.com``)."""
+    if len(piece) >= 16:
+        return True
+    return len(piece) >= 6 and any(c.isdigit() for c in piece) and not piece.isdigit()
+
+
 def url_secrets(url: str) -> list[str]:
-    """The parts of an apprise URL that may be credentials: the URL itself, its password, and
-    every path segment and query value (webhook tokens, bot tokens, chat ids)."""
-    from urllib.parse import parse_qsl, urlsplit
+    """The parts of an apprise URL that are credentials: the URL itself, its password (and
+    the ``Authorization: Basic`` form of user and password), the values of credential query
+    parameters, and token-like path segments, query values and token-in-host parts (webhook
+    tokens, bot tokens). :class:`~producers.redact.SecretFilter` masks each in every
+    spelling (percent-encoded or decoded, JSON-escaped)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
 
     parts = urlsplit(url)
-    pieces = [url, parts.password or ""]
-    pieces += [segment for segment in parts.path.split("/") if segment]
-    pieces += [value for _key, value in parse_qsl(parts.query)]
+    pieces = [url]
+    if parts.password:
+        pieces.append(parts.password)
+        user = unquote(parts.username or "")
+        password = unquote(parts.password)
+        pieces += [basic_auth(user, password), basic_auth(parts.username or "", parts.password)]
+    candidates = [segment for segment in parts.path.split("/") if segment]
+    for key, value in parse_qsl(parts.query):
+        if key.lower() in CREDENTIAL_PARAMS:
+            pieces.append(value)
+        else:
+            candidates.append(value)
     host = parts.netloc.rsplit("@", 1)[-1]
+    if parts.path.strip("/"):
+        # the address as libraries log it under another scheme (json:// is logged as http://)
+        pieces.append(f"{host}{parts.path}")
     if "." not in host:
         # apprise URLs put tokens where a host would be (tgram://BOTTOKEN/CHAT).
-        pieces.append(host)
+        candidates.append(host)
+    pieces += [c for c in candidates if _token_like(c)]
     return [p for p in pieces if p and p != "localhost" and not p.replace(".", "").isdigit()]
 
 
@@ -124,6 +151,14 @@ def _load_apprise(
             "check the URL held by its variable or file (the URL itself is not shown: it may "
             "carry a token)"
         )
+    for scheme in clear_text_schemes(target, url):
+        logger.warning(
+            "channel sends in clear text, without TLS; use %ss:// if the receiver supports it "
+            "channel=%s scheme=%s",
+            scheme,
+            name,
+            scheme,
+        )
     if not verifies_tls(target):
         if not tls_insecure_acknowledged:
             raise ConfigError(
@@ -137,6 +172,33 @@ def _load_apprise(
             name,
         )
     return target
+
+
+_LOOPBACK = ("localhost", "127.", "::1", "[::1]")
+
+
+def clear_text_schemes(target: apprise.Apprise, url: str) -> list[str]:
+    """The clear-text schemes of the services apprise loaded: a plugin that has a TLS
+    variant (``mailto``/``mailtos``, ``json``/``jsons``, ``ntfy``/``ntfys``...) used through
+    its plain one, towards a host that is not this machine. Services that only speak HTTPS
+    (Telegram, Slack...) are never clear text."""
+    scheme = url.split("://", 1)[0].lower()
+    found = []
+    for server in target:
+        plain = server.protocol
+        plain_set: set[str] = {plain} if isinstance(plain, str) else set(plain or ())
+        secure = server.secure_protocol
+        secure_set: set[str] = {secure} if isinstance(secure, str) else set(secure or ())
+        host = str(getattr(server, "host", "") or "")
+        if (
+            scheme in plain_set
+            and secure_set
+            and scheme not in secure_set
+            and not host.startswith(_LOOPBACK)
+            and scheme != "console"
+        ):
+            found.append(scheme)
+    return found
 
 
 def verifies_tls(target: apprise.Apprise) -> bool:

@@ -35,7 +35,11 @@ Filters: ``md`` (escape Markdown), ``duration`` (ms -> ``5m``), ``isotime`` (ms 
 UTC).
 
 The sandbox is :class:`pipeline.sandbox.Sandbox` (an escape attempt is a start-up error);
-the only global is ``range`` (bounded); output is cut at :data:`MAX_OUTPUT_CHARS`.
+the only global is ``range`` (bounded). Every render, at start-up, in the worker and in every
+CLI command, runs under :data:`CHANNEL_BUDGET` (time, output, work: enforced while
+rendering, see :mod:`pipeline.sandbox`): a custom template over budget is refused at
+start-up when the sample render shows it, and at run time falls back to the shipped template
+with a warning naming the channel.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ from jinja2.exceptions import SecurityError
 
 from pipeline.models import AlertTransition
 from pipeline.rules.duration import format_duration
-from pipeline.sandbox import Sandbox
+from pipeline.sandbox import Budget, Sandbox, TemplateBudgetError
 
 __all__ = [
+    "CHANNEL_BUDGET",
     "FORMATS",
     "MAX_OUTPUT_CHARS",
     "ChannelTemplates",
@@ -74,7 +79,10 @@ Format = Literal["text", "markdown", "html"]
 FORMATS: tuple[Format, ...] = ("text", "markdown", "html")
 
 MAX_OUTPUT_CHARS = 32_000
-"""Longest title or body a template may produce; longer output is cut with a marker."""
+"""Longest title or body a template may produce (its output budget); rendering stops there
+and the text is cut with a marker."""
+CHANNEL_BUDGET = Budget(time_s=0.5, output_chars=MAX_OUTPUT_CHARS, work_chars=4_000_000)
+"""What one render of a channel title or body may spend."""
 
 TITLE_TEMPLATE = "title.j2"
 
@@ -426,7 +434,13 @@ def check_template(source: str, fmt: Format) -> None:
     template = _compile(source, fmt)
     for context in _sample_contexts(fmt):
         try:
-            template.render(context)
+            _env(fmt).render_within(
+                template, context, CHANNEL_BUDGET, truncate_with=TRUNCATION_MARKER
+            )
+        except TemplateBudgetError as exc:
+            raise TemplateCheckError(
+                f"exceeds its budget on a sample {context['kind']} notification: {exc.detail}"
+            ) from None
         except SecurityError as exc:
             raise TemplateCheckError(f"refused by the template sandbox: {exc}") from None
         except Exception as exc:
@@ -445,11 +459,21 @@ class ChannelTemplates:
     body: str | None = None
 
 
+TRUNCATION_MARKER = "\n[... truncated]"
+
+
 def _cut(text: str) -> str:
     text = text.strip()
     if len(text) > MAX_OUTPUT_CHARS:
-        return text[: MAX_OUTPUT_CHARS - 20].rstrip() + "\n[... truncated]"
+        return text[: MAX_OUTPUT_CHARS - 20].rstrip() + TRUNCATION_MARKER
     return text
+
+
+def _error_name(exc: Exception) -> str:
+    """How a render failure is named in the log: the budget, or the exception class."""
+    if isinstance(exc, TemplateBudgetError):
+        return f"{exc.what} budget exceeded"
+    return type(exc).__name__
 
 
 class Renderer:
@@ -493,26 +517,34 @@ class Renderer:
         name = TITLE_TEMPLATE if part == "title" else body_template_name(fmt)
         return _env("text" if part == "title" else fmt).get_template(name), None
 
+    def _render_within(
+        self, channel: str, part: str, template: Template, context: dict[str, Any]
+    ) -> str:
+        fmt: Format = "text" if part == "title" else self.format_of(channel)
+        return _env(fmt).render_within(
+            template, context, CHANNEL_BUDGET, truncate_with=TRUNCATION_MARKER
+        )
+
     def _render_part(self, channel: str, part: str, context: dict[str, Any]) -> str:
         default, custom = self._templates(channel, part)
         if custom is not None:
             try:
-                return _cut(custom.render(context))
+                return _cut(self._render_within(channel, part, custom, context))
             except Exception as exc:
                 logger.warning(
                     "channel template failed, using the default channel=%s part=%s error=%s",
                     channel,
                     part,
-                    type(exc).__name__,
+                    _error_name(exc),
                 )
         try:
-            return _cut(default.render(context))
+            return _cut(self._render_within(channel, part, default, context))
         except Exception as exc:  # a shipped template must never fail; stay deliverable
             logger.error(
                 "default template failed channel=%s part=%s error=%s",
                 channel,
                 part,
-                type(exc).__name__,
+                _error_name(exc),
             )
             return f"[{context['kind']}] {len(context['alerts'])} alert(s)"
 

@@ -62,7 +62,7 @@ from pipeline.rules.state import (
     Subject,
     WindowState,
 )
-from pipeline.rules.templates import compile_template, render
+from pipeline.rules.templates import MAX_ALERT_TEXT_BYTES, compile_template, fit_texts, render
 from pipeline.windows import (
     MAX_SLIDING_CELLS,
     PERCENTILE_BUDGET,
@@ -351,6 +351,20 @@ class Evaluator(Generic[E]):
         }
         if extra:
             context.update(extra)
+        # texts are bounded by their render budget; cut them further if upstream names and
+        # labels are long, so the alert record stays under the broker's message size
+        other = (
+            len(subject.entity)
+            + len(subject.stream)
+            + len(subject.metric)
+            + sum(len(k) + len(v) for k, v in labels.items())
+        )
+        summary, description = fit_texts(
+            render(self.summary, context),
+            render(self.description, context) if self.description else "",
+            other_bytes=4 * other + 1024,
+            max_bytes=MAX_ALERT_TEXT_BYTES,
+        )
         return AlertTransition(
             fingerprint=subject.fingerprint or key,
             rule=self.name,
@@ -362,8 +376,8 @@ class Evaluator(Generic[E]):
             value=change.value,
             severity=rule.severity,
             ts_ms=change.ts_ms,
-            summary=render(self.summary, context),
-            description=render(self.description, context) if self.description else "",
+            summary=summary,
+            description=description,
             channels=self.channels,
             labels=labels,
             annotations=dict(notes),

@@ -35,12 +35,12 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
-from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipeline.errors import RuleError, RuleProblem
 from pipeline.rules.duration import DURATION_FORMS
 from pipeline.rules.schema import Hint, Rule
+from producers.strict_yaml import StrictLoader, StrictYAMLError, read_limited
 
 __all__ = ["BUILTIN_CHANNELS", "MAX_FILE_BYTES", "MAX_NESTING", "load_rules"]
 
@@ -73,25 +73,14 @@ class _Where:
     node: Node
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe loader that refuses aliases as it composes, recording each one instead.
-
-    An alias becomes an empty placeholder node, so composition carries on and every alias of
-    the file is reported; the placeholder is never validated.
-    """
+class _NoAliasLoader(StrictLoader):
+    """The shared strict loader (:mod:`producers.strict_yaml`): anchors and aliases are refused
+    at the first event, ambiguous YAML 1.1 scalars refused, nodes and depth bounded while
+    composing. ``placeholders`` stays empty (it held aliases when they were collected)."""
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        super().__init__(stream, max_depth=MAX_NESTING, collect_ambiguous=True)
         self.placeholders: dict[int, tuple[str, int]] = {}
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        if self.check_event(AliasEvent):
-            event: AliasEvent = self.get_event()  # type: ignore[no-untyped-call]
-            mark = typing.cast(yaml.error.Mark, event.start_mark)
-            node = ScalarNode(f"{_TAG}null", "", mark, mark)
-            self.placeholders[id(node)] = (str(event.anchor), mark.line + 1)
-            return node
-        return super().compose_node(parent, index)
 
 
 class _FileReader:
@@ -118,6 +107,9 @@ class _FileReader:
             # The reader checks for non-printable characters in the constructor already.
             loader = _NoAliasLoader(text)
             root: Node | None = loader.get_single_node()
+        except StrictYAMLError as exc:
+            self.problem(exc.line or 1, (), exc.message)
+            return None
         except yaml.MarkedYAMLError as exc:
             self._syntax_problem(exc)
             return None
@@ -133,6 +125,8 @@ class _FileReader:
             return None
         finally:
             if loader is not None:
+                for ambiguous in loader.ambiguous:  # reported with every other problem
+                    self.problem(ambiguous.line, (), ambiguous.message)
                 loader.dispose()
         self.placeholders = loader.placeholders
         return root
@@ -501,6 +495,8 @@ def _reword(error: Any, resolved: _Resolved, reader: _FileReader) -> tuple[DataP
         f"({ctx.get('high', 0):g}); swap them or fix the bounds",
         "template_syntax": f"template syntax error: {str(ctx.get('problem', '')).rstrip('.')} "
         f"(template line {ctx.get('lineno')}); fix the Jinja2 syntax",
+        "template_budget": f"template refused when rendered on sample data: "
+        f"{str(ctx.get('problem', '')).rstrip('.')}; make it smaller or simpler",
     }
     if kind in ("list_type", "tuple_type"):
         example = f"[{node.value}]" if isinstance(node, ScalarNode) and node.value else "[a, b]"
@@ -613,11 +609,11 @@ def _files(paths: Sequence[Path]) -> Iterator[tuple[str, Path | None, str]]:
 
 def _read(display: str, file: Path, problems: list[RuleProblem]) -> str | None:
     try:
-        raw = file.read_bytes()
+        raw = read_limited(file, MAX_FILE_BYTES)  # never reads more than the limit
     except OSError as exc:
         problems.append(RuleProblem(display, 0, "", f"cannot read: {exc.strerror or exc}"))
         return None
-    if len(raw) > MAX_FILE_BYTES:
+    except StrictYAMLError:
         problems.append(
             RuleProblem(display, 0, "", f"file is larger than {MAX_FILE_BYTES} bytes; split it")
         )

@@ -98,7 +98,11 @@ from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from pipeline.rules.duration import Duration, format_duration
-from pipeline.rules.templates import TemplateCompileError, compile_template
+from pipeline.rules.templates import (
+    TemplateCompileError,
+    check_template_budget,
+    compile_template,
+)
 from pipeline.windows import AGGREGATES, AggregateName
 
 __all__ = [
@@ -190,6 +194,14 @@ def _check_template(text: str) -> str:
             "template_syntax",
             "template syntax error: {problem} (template line {lineno})",
             {"problem": exc.message, "lineno": exc.lineno},
+        ) from None
+    try:
+        check_template_budget(text)  # one render on sample data, under the live budget
+    except TemplateCompileError as exc:
+        raise PydanticCustomError(
+            "template_budget",
+            "template refused on sample data: {problem}",
+            {"problem": exc.message},
         ) from None
     return text
 

@@ -46,6 +46,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
@@ -213,6 +214,13 @@ class WebSocketClient:
             SourceConfigError: the URL is not a valid WebSocket URL.
             Exception: whatever ``on_frame`` / ``on_open`` raised.
         """
+        if is_clear_text(self._url):
+            logger.warning(
+                "upstream connection is clear text (ws://, no TLS): frames and any key in the "
+                "URL travel unencrypted; use wss:// if the upstream offers it source=%s url=%s",
+                self.name,
+                self.shown_url,
+            )
         failures = 0
         while not stop.is_set():
             failures += 1
@@ -397,6 +405,16 @@ class WebSocketClient:
 
     def _reason(self, exc: BaseException) -> str:
         return self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def is_clear_text(url: str) -> bool:
+    """Whether ``url`` is ``ws://`` to a host other than this machine (issue 16: clear-text
+    schemes are warned about like ``tls_verify: false``)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme.lower() == "ws" and not (
+        host == "localhost" or host.startswith("127.") or host == "::1"
+    )
 
 
 def _insecure_context() -> ssl.SSLContext:

@@ -8,18 +8,21 @@ Test modules register their credentials where they define them::
 
 and tests that make one at run time call ``register_secret(value)`` (or the fixture of the
 same name). At the end of the run, ``tests/conftest.py`` searches every log record of the whole
-suite (message and exception text, every logger, DEBUG included) for each registered value and
-its percent-encoded forms, and fails the run naming the tests whose records carry one.
+suite (message and exception text, every logger, DEBUG included) for each registered value in
+every spelling (:func:`forms_of`: percent-encoded and decoded, JSON-escaped, Basic-auth base64
+of ``user:password``), and fails the run naming the tests whose records carry one.
 
 Values shorter than :data:`MIN_LENGTH` are ignored: they would match by accident.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import threading
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 __all__ = [
     "BETWEEN_TESTS",
@@ -60,8 +63,15 @@ def register_secret(value: str) -> str:
 
 
 def forms_of(value: str) -> set[str]:
-    """``value`` as given and as it appears percent-encoded in URLs."""
-    return {form for form in (value, quote(value, safe=""), quote_plus(value, safe="")) if form}
+    """Every spelling of ``value`` a log line may carry: as given, percent-encoded (URLs),
+    percent-decoded (a library logging a URL it parsed), JSON-escaped (a body), and for a
+    ``user:password`` value its ``Authorization: Basic`` base64 form (written out here
+    independently of ``producers.redact``, so the scan does not trust the code it checks)."""
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), unquote(value)}
+    forms |= {json.dumps(form)[1:-1] for form in list(forms)}
+    if ":" in value:
+        forms.add(base64.b64encode(value.encode()).decode("ascii"))
+    return {form for form in forms if form}
 
 
 class SuiteRecords(logging.Handler):

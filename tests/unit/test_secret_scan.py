@@ -76,6 +76,21 @@ def test_percent_encoded_forms_are_searched() -> None:
     assert forms_of("a b/c") == {"a b/c", "a%20b%2Fc", "a+b%2Fc"}
 
 
+def test_decoded_json_escaped_and_basic_auth_forms_are_searched() -> None:
+    """Issue 16, defect 8: a percent-encoded token logged decoded, a password echoed in an
+    ``Authorization: Basic`` header or inside JSON escaped, all count as leaks."""
+    assert "AAH-enc" in forms_of("AAH%2Denc")
+    assert 'pa\\"ss' in forms_of('pa"ss')
+    assert "dXNlcjpwYTU1d29yZA==" in forms_of("user:pa55word")
+    records, log = scanner()
+    records.current = "tests/x.py::test_echo"
+    log.debug("peer echoed Authorization: Basic dXNlcjpwYTU1d29yZA==")
+    log.debug("tgram url https://api.telegram.org/bot123456:AAH-enc/sendMessage")
+    log.debug('body {"password": "pa\\"ss-w0rd"}')
+    lines = records.leaks(["user:pa55word", "123456:AAH%2Denc", 'pa"ss-w0rd'])
+    assert len(lines) == 3, lines
+
+
 def test_the_session_handler_sees_this_tests_records(request: pytest.FixtureRequest) -> None:
     """Attached to the root logger, at DEBUG unless STREAMWARDEN_TEST_LOG_LEVEL says otherwise."""
     configured = os.environ.get("STREAMWARDEN_TEST_LOG_LEVEL", "DEBUG").upper()

@@ -16,6 +16,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RequestTimedOutError,
+    TopicAuthorizationFailedError,
 )
 
 from producers.backoff import Backoff
@@ -287,13 +288,13 @@ async def test_failed_start_is_retried() -> None:
 
 
 async def test_non_retriable_error_fails_the_sink_loudly() -> None:
-    fake = FakeProducer(send_failures=[MessageSizeTooLargeError()])
+    fake = FakeProducer(send_failures=[TopicAuthorizationFailedError()])
     sink = make_sink(fake)
     await sink.send(None, envelope(1))
     async with asyncio.timeout(5):
         with pytest.raises(SinkError, match="kafka sink failed permanently") as info:
             await sink.flush()
-    assert isinstance(info.value.__cause__, MessageSizeTooLargeError)
+    assert isinstance(info.value.__cause__, TopicAuthorizationFailedError)
     with pytest.raises(SinkError, match="failed permanently"):
         await sink.send(None, envelope(2))
     async with asyncio.timeout(5):
@@ -303,7 +304,7 @@ async def test_non_retriable_error_fails_the_sink_loudly() -> None:
 
 
 async def test_blocked_send_is_released_when_the_sink_fails() -> None:
-    fake = FakeProducer(send_failures=[MessageSizeTooLargeError()])
+    fake = FakeProducer(send_failures=[TopicAuthorizationFailedError()])
     fake.gate.clear()
     sink = make_sink(fake, buffer=1)
     await sink.send(None, envelope(1))
@@ -482,3 +483,46 @@ def test_jsonl_dead_letter_file_name_for_other_suffixes(tmp_path: Path) -> None:
     sink = JsonlSink(tmp_path / "frames.log")
     assert sink.deadletter_path == tmp_path / "frames.log.deadletter.jsonl"
     sink._file.close()
+
+
+async def test_a_record_the_broker_refuses_as_too_large_is_dead_lettered_and_the_sink_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16, defect 4: the broker's own size limit (lower than ours) stops nothing."""
+    fake = FakeProducer(send_failures=[MessageSizeTooLargeError()])
+    sink = make_sink(fake)
+    await sink.send(b"k", envelope(1))
+    await sink.send(b"k", envelope(2))
+    async with asyncio.timeout(5):
+        await sink.flush()
+    by_topic = {topic: value for topic, _, value in fake.delivered}
+    assert sorted(by_topic) == ["deadletter.v1", "raw.aliunid.v1"]
+    letter = msgspec.json.decode(by_topic["deadletter.v1"], type=DeadLetterRecord)
+    assert "refused by the broker as too large" in letter.reason
+    assert sink.oversized_total == 1
+    assert "broker refused an envelope as too large" in caplog.text
+    async with asyncio.timeout(5):
+        await sink.close()
+
+
+async def test_an_envelope_over_the_message_size_is_dead_lettered_before_sending() -> None:
+    fake = FakeProducer()
+    sink = KafkaSink(
+        "kafka:9092",
+        buffer_max_messages=10,
+        client_id="test",
+        producer_factory=lambda: fake,
+        max_message_bytes=4096,
+    )
+    big = RawEnvelope("aliunid", "s", 7, '{"token": "t-secret-123", "q": "' + '\\"' * 2000 + '"}')
+    await sink.send(None, big)
+    await sink.send(None, envelope(2))
+    async with asyncio.timeout(5):
+        await sink.flush()
+    assert [topic for topic, _, _ in fake.delivered] == ["deadletter.v1", "raw.aliunid.v1"]
+    letter = msgspec.json.decode(fake.delivered[0][2], type=DeadLetterRecord)
+    assert "exceeds the broker message size (4096 bytes)" in letter.reason
+    assert "t-secret-123" not in letter.raw
+    assert sink.oversized_total == 1 and sink.deadlettered_total == 1
+    async with asyncio.timeout(5):
+        await sink.close()

@@ -324,16 +324,16 @@ def timed(folder: Path, text: str) -> tuple[list[str], float]:
 def test_billion_laughs_is_refused_fast_without_expanding(folder: Path) -> None:
     problems, elapsed = timed(folder, billion_laughs())  # 9**10 'lol's if expanded
     assert elapsed < FAST_S
-    assert (
-        "a1[0]: YAML alias '*a0' is not allowed; write the value out in full (anchors and "
-        "aliases are refused)" in problems
-    )
-    assert "a1[5]: more YAML aliases follow; none is allowed" in problems
-    assert len(problems) < 20  # summed up, not one line per alias
+    assert problems == [
+        "YAML anchor '&a0' is not allowed; write the value out in full (anchors and "
+        "aliases are refused)"
+    ]  # refused at the first event, nothing composed from it
 
 
 def test_an_alias_as_a_mapping_key_is_refused(folder: Path) -> None:
     problems, _ = timed(folder, "k: &k name\nrules:\n  - {*k : x}\n")
+    assert any("YAML anchor '&k' is not allowed" in p for p in problems)
+    problems, _ = timed(folder, "rules:\n  - {*k : x}\n")
     assert any("YAML alias '*k' is not allowed" in p for p in problems)
 
 
@@ -363,10 +363,8 @@ def test_deep_block_nesting_is_refused_with_the_key_path(folder: Path) -> None:
     )
     problems, elapsed = timed(folder, text)
     assert elapsed < FAST_S
-    # rules, 0, labels + 30 keys = 33 levels: the first one refused.
-    deepest = "rules[0].labels." + ".".join(f"k{n}" for n in range(MAX_NESTING - 2))
-    assert f"{deepest}: nesting deeper than {MAX_NESTING} levels is not allowed" in problems
-    assert not any(".k31" in p for p in problems)  # nothing below the refused node
+    # refused while composing, at the first mapping deeper than the limit
+    assert problems == [f"YAML nests too deep; use at most {MAX_NESTING} levels"]
 
 
 def test_10k_deep_block_nesting_is_refused_by_size(folder: Path) -> None:
