@@ -29,6 +29,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="streamwarden", prog_name="streamwarden")
 def main() -> None:
     """StreamWarden: alerting rules over live energy, EV-charging and IoT streams.
 
@@ -57,19 +58,32 @@ def main() -> None:
     "rules_path",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="Rule file or folder (default: the rules/ folder of this checkout).",
+    help="Rule file or folder (default: the example rules shipped with StreamWarden).",
 )
-def demo(duration: float | None, alerts_out: Path | None, rules_path: Path | None) -> None:
+@click.option(
+    "--channels",
+    "channels_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Channels file (default: the shipped one: the console channel, short intervals).",
+)
+def demo(
+    duration: float | None,
+    alerts_out: Path | None,
+    rules_path: Path | None,
+    channels_path: Path | None,
+) -> None:
     """Run everything locally: embedded Kafka, upstream simulator, producer, worker.
 
     Notifications print to this terminal through the built-in console channel.
     """
-    from streamwarden.demo import default_rules_path, run_demo
+    from streamwarden.demo import run_demo
 
     code = run_demo(
         duration=duration,
         alerts_out=alerts_out,
-        rules_path=rules_path or default_rules_path(),
+        rules_path=rules_path,
+        channels_path=channels_path,
         out=sys.stdout,
     )
     sys.exit(code)
