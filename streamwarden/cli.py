@@ -28,6 +28,27 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+_CONNECT_TIMEOUT = click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    envvar="STREAMWARDEN_KAFKA_CONNECT_TIMEOUT",
+    help="Seconds to keep retrying an unreachable Kafka at start-up before exiting with code 2 "
+    "(env STREAMWARDEN_KAFKA_CONNECT_TIMEOUT).",
+)
+
+
+def _preflight(bootstrap: str, connect_timeout: float) -> None:
+    """Exit 2 with one clear line when Kafka does not answer within ``connect_timeout`` s."""
+    from streamwarden.preflight import KafkaUnreachableError, wait_for_kafka
+
+    try:
+        wait_for_kafka(bootstrap, connect_timeout, say=lambda line: click.echo(line, err=True))
+    except KafkaUnreachableError as exc:
+        _fail(str(exc), code=2)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="streamwarden", prog_name="streamwarden")
 def main() -> None:
@@ -90,11 +111,13 @@ def demo(
 
 
 @main.command()
-def worker() -> None:
+@_CONNECT_TIMEOUT
+def worker(connect_timeout: float) -> None:
     """Run the stream-processing worker (normalize, evaluate rules, notify).
 
     Reads STREAMWARDEN_* variables: KAFKA_BOOTSTRAP (required), KAFKA_EMBEDDED, RULES_PATH,
-    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, STORE, LOG_LEVEL.
+    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, STORE, LOG_LEVEL. Exits 2 if Kafka does not
+    answer within --connect-timeout seconds.
     """
     from pipeline.errors import ConfigError, RuleError
     from pipeline.settings import PipelineSettings
@@ -113,12 +136,14 @@ def worker() -> None:
             "configuration error: STREAMWARDEN_KAFKA_BOOTSTRAP is not set; "
             "set it to host:port of Kafka"
         )
+    _preflight(settings.kafka_bootstrap, connect_timeout)
     run_worker(settings, config)
 
 
 @main.command()
 @click.argument("name")
-def produce(name: str) -> None:
+@_CONNECT_TIMEOUT
+def produce(name: str, connect_timeout: float) -> None:
     """Run the producer of source NAME from the sources file into Kafka.
 
     Reads STREAMWARDEN_KAFKA_BOOTSTRAP (required), STREAMWARDEN_SOURCES_FILE (default
@@ -143,6 +168,7 @@ def produce(name: str) -> None:
             "set it to host:port of Kafka"
         )
     install_secret_filter(secrets_of(source))
+    _preflight(settings.kafka_bootstrap, connect_timeout)
 
     async def run() -> None:
         stop = asyncio.Event()
