@@ -31,7 +31,7 @@ import contextlib
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from pipeline.alerting.model import Notification
 from pipeline.alerting.stats import ChannelStats
 from pipeline.errors import NotifyError
 from pipeline.models import AlertTransition
-from pipeline.notify.channels import Channel
+from pipeline.notify.channels import Channel, url_secrets
+from pipeline.notify.reasons import capture_debug, failure_detail
 from producers.envelope import now_ms
 
 __all__ = [
@@ -151,11 +152,12 @@ def _log_messages(result: Any) -> list[str]:
         return []
 
 
-def classify(channel: str, result: Any) -> NotifyError:
+def classify(channel: str, result: Any, secrets: Iterable[str] = ()) -> NotifyError:
     """The error an unsuccessful apprise result stands for (see the module docstring).
 
-    The reason holds the apprise status and an HTTP status code when one was reported, never
-    log text (it may quote the URL).
+    The reason holds the apprise status and an HTTP status code when one was reported; else
+    the cause apprise logged (:func:`~pipeline.notify.reasons.failure_detail`: no URL, the
+    channel's ``secrets`` masked).
     """
     status = getattr(result, "status", AppriseResultStatus.FAILURE)
     try:
@@ -177,7 +179,9 @@ def classify(channel: str, result: Any) -> NotifyError:
         return NotifyError(
             channel, f"apprise reported {name}, HTTP {code}", retryable=not permanent
         )
-    return NotifyError(channel, f"apprise reported {name}", retryable=True)
+    detail = failure_detail(result, secrets)
+    reason = f"apprise reported {name}: {detail}" if detail else f"apprise reported {name}"
+    return NotifyError(channel, reason, retryable=True)
 
 
 class Notifier:
@@ -211,6 +215,7 @@ class Notifier:
         self._rng = rng
         self.stats = stats or ChannelStats()
         self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        capture_debug()
 
     @property
     def counters(self) -> dict[str, int]:
@@ -427,9 +432,10 @@ class Notifier:
             notify_type=NotifyType(notify_type),
             body_format=body_format,
             timeout=self._policy.send_timeout,
+            log_level=logging.DEBUG,  # the cause of a failure is logged at DEBUG
         )
         if not result:
-            raise classify(name, result)
+            raise classify(name, result, url_secrets(channel.url))
 
     def _record(self, delivery: Delivery) -> None:
         if self._alerts_out is None:

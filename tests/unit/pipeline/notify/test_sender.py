@@ -241,7 +241,7 @@ class FakeResult:
                 AppriseResultStatus.FAILURE, ['Connection error while submitting email to "h"']
             ),
             True,
-            "apprise reported failure",
+            'apprise reported failure: Connection error while submitting email to "h"',
         ),
         (FakeResult(AppriseResultStatus.PARTIAL), True, "apprise reported partial"),
     ],
