@@ -8,10 +8,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from streamwarden.process import DIE_WITH_PARENT_ENV, die_with_parent
+
+if TYPE_CHECKING:
+    from pipeline.replay import TimeFormat
 
 
 def _setup_logging(level: str) -> None:
@@ -353,11 +357,21 @@ def broker(partitions: int, app_id: str) -> None:
     default=None,
     help="Write the transitions here instead of standard output.",
 )
-def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None:
+@click.option(
+    "--time-format",
+    type=click.Choice(["iso", "ms"]),
+    default="iso",
+    show_default=True,
+    help="Event times as ISO 8601 UTC (key 'time') or epoch milliseconds (key 'ts_ms').",
+)
+def replay(
+    rules_path: Path, input_path: Path, output_path: Path | None, time_format: TimeFormat
+) -> None:
     """Replay a recording through the normalizers and rules in event time.
 
     Prints each alert transition as one JSON line (rule, state, entity, source, metric, value,
-    severity, ts_ms), ordered by ts_ms. A summary goes to standard error.
+    severity, time), ordered by time. A summary goes to standard error. Exits 1 if a line of
+    the recording is not an envelope (the transitions of the others are still printed).
     """
     import json
 
@@ -374,7 +388,7 @@ def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None
         _fail(str(exc))
     result = ReplayResult()
     run_replay(read_envelopes(input_path, result), engine, result)
-    lines = "".join(json.dumps(transition_line(t)) + "\n" for t in result.transitions)
+    lines = "".join(json.dumps(transition_line(t, time_format)) + "\n" for t in result.transitions)
     if output_path is None:
         sys.stdout.write(lines)
     else:
@@ -385,6 +399,10 @@ def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None
         f"{result.bad_lines} unreadable lines",
         err=True,
     )
+    if result.bad_lines:
+        more = result.bad_lines - len(result.line_problems)
+        problems = [*result.line_problems, *([f"... and {more} more"] if more else [])]
+        _fail("\n".join(problems))
 
 
 @main.group()
