@@ -21,6 +21,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import TemplateReference
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from pipeline.template_filters import num
+
 __all__ = ["MAX_POWER_EXPONENT", "MAX_SEQUENCE_REPEAT", "Sandbox"]
 
 MAX_SEQUENCE_REPEAT = 10_000
@@ -42,6 +44,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(finalize=_refuse_template_reference, **options)
+        self.filters["num"] = num  # pipeline/template_filters.py
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(

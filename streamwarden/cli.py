@@ -424,6 +424,7 @@ def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
     from pipeline.errors import ConfigError, RuleError
     from pipeline.notify.channels import channel_names
     from pipeline.rules.loader import load_rules
+    from pipeline.rules.template_names import check_template_names
 
     if channels_file is None and os.environ.get("STREAMWARDEN_CHANNELS_FILE"):
         channels_file = Path(os.environ["STREAMWARDEN_CHANNELS_FILE"])
@@ -435,6 +436,9 @@ def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
         loaded = load_rules(list(paths), known_channels=known)
     except RuleError as exc:
         _fail(str(exc))
+    unknown = check_template_names(list(paths))
+    if unknown:
+        _fail("\n".join(str(p) for p in unknown))
     click.echo(f"{len(loaded)} rules OK")
 
 
