@@ -192,24 +192,30 @@ _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def load_sources(path: Path, env: Mapping[str, str] | None = None) -> list[SourceConfig]:
+def load_sources(
+    path: Path, env: Mapping[str, str] | None = None, *, only: str | None = None
+) -> list[SourceConfig]:
     """Read, expand and validate a sources file.
 
     Args:
         path: the YAML file; shown as given in messages.
         env: where ``${VAR}`` values come from; defaults to ``os.environ``.
+        only: the name of the one source about to run: the other entries are still checked,
+            but their ``${VAR}`` need not be set (running one source must not need the
+            credentials of all the others), and those with an unset one are left out.
 
     Raises:
         SourceConfigError: with every problem of the file, one per line, in line order.
     """
-    return _Loader(path, os.environ if env is None else env).load()
+    return _Loader(path, os.environ if env is None else env, only).load()
 
 
 class _Loader:
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, env: Mapping[str, str], only: str | None = None) -> None:
         self.path = path
         self.shown = str(path)
         self.env = env
+        self.only = only
         self.problems: list[SourceProblem] = []
 
     def problem(self, line: int | None, message: str, *, source: str = "", key: str = "") -> None:
@@ -340,12 +346,14 @@ class _Loader:
         secret_keys = _secret_fields(model) if model is not None else frozenset()
         expanded: dict[Any, Any] = {}
         unresolved: set[str] = set()
+        needs_variables = self.only is None or name == self.only
         for key, value in entry.items():
             messages: list[tuple[tuple[str | int, ...], str]] = []
             expanded[key] = self._expand(value, (str(key),), messages)
             for loc, message in messages:
                 unresolved.add(str(key))
-                self.problem(where(loc), message, source=label, key=_key_path(loc))
+                if needs_variables or not message.startswith("environment variable"):
+                    self.problem(where(loc), message, source=label, key=_key_path(loc))
 
         try:
             source = _SOURCE_ADAPTER.validate_python(expanded)
@@ -354,9 +362,11 @@ class _Loader:
                 loc, message = _describe(error, expanded.get("kind"), secret_keys)
                 if loc and str(loc[0]) in unresolved:
                     continue  # already reported as a missing variable
+                if not loc and unresolved and not needs_variables:
+                    continue  # a whole-entry check that saw an unset variable as ""
                 self.problem(where(loc), message, source=label, key=_key_path(loc))
             return None
-        if len(self.problems) > before:
+        if len(self.problems) > before or unresolved:
             return None
         return source
 
@@ -514,8 +524,31 @@ def _describe(
     if kind_name == "greater_than_equal":
         return loc, f"must be at least {ctx.get('ge')}{got}"
     if kind_name == "literal_error":
-        return loc, f"{error['msg']}{got}"
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        return loc, f"must be one of {expected}{got}"
+    described = _TYPE_MESSAGES.get(kind_name)
+    if described is not None:
+        return loc, described.format(**ctx) + got
     return loc, f"{error['msg']}{got}"
+
+
+_TYPE_MESSAGES: dict[str, str] = {
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_long": "must have at most {max_length} items",
+    "enum": "must be one of {expected}",
+}
+"""pydantic error types in the project's words (the value follows as ``(got ...)``)."""
 
 
 def _show(value: object) -> str:

@@ -163,7 +163,7 @@ def produce(name: str, connect_timeout: float) -> None:
     settings = ProducerSettings()
     _setup_logging(settings.log_level)
     try:
-        source = find_source(load_sources(settings.sources_file), name)
+        source = find_source(load_sources(settings.sources_file, only=name), name)
     except ProducerError as exc:
         _fail(f"configuration error: {exc}")
     if not settings.kafka_bootstrap:
@@ -218,7 +218,7 @@ def record(name: str, out_path: Path, max_messages: int | None, duration: float 
     settings = ProducerSettings()
     _setup_logging(settings.log_level)
     try:
-        source = find_source(load_sources(settings.sources_file), name)
+        source = find_source(load_sources(settings.sources_file, only=name), name)
     except ProducerError as exc:
         _fail(f"configuration error: {exc}")
     install_secret_filter(secrets_of(source))

@@ -149,3 +149,34 @@ def test_producer_retries_then_exits_2(
     assert "retrying in" in lines[0]
     assert "gave up after" in lines[-1]
     assert "Traceback" not in result.output
+
+
+def test_producer_needs_only_its_own_sources_variables(
+    closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        textwrap.dedent(
+            """
+            sources:
+              - name: other
+                kind: valtronics
+                url: ws://127.0.0.1:9/ws
+                token: ${OTHER_TOKEN_NOT_SET}
+              - name: mine
+                kind: valtronics
+                url: ws://127.0.0.1:9/ws
+                token: ${MY_TOKEN}
+            """
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("OTHER_TOKEN_NOT_SET", raising=False)
+    monkeypatch.setenv("MY_TOKEN", "my-token-value")
+    monkeypatch.setenv("STREAMWARDEN_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed_port}")
+    monkeypatch.setenv("STREAMWARDEN_SOURCES_FILE", str(sources))
+    result = CliRunner().invoke(main, ["produce", "mine", "--connect-timeout", "0"])
+    # Past the sources file (which once demanded OTHER_TOKEN_NOT_SET) to the Kafka check.
+    assert result.exit_code == 2, result.output
+    assert "OTHER_TOKEN_NOT_SET" not in result.output
+    assert f"cannot reach Kafka at 127.0.0.1:{closed_port}" in result.output
