@@ -314,12 +314,15 @@ def simulate(
 def broker(partitions: int, app_id: str) -> None:
     """Run an embedded Kafka broker (librdkafka's mock cluster) with every topic created.
 
-    Prints the variables to export for `streamwarden worker` and `streamwarden produce`.
-    Nothing is kept on disk; stop with Ctrl-C.
+    Prints the variables to export for `streamwarden worker` and `streamwarden produce`, and
+    STREAMWARDEN_EMBEDDED_BROKER_CONTROL, a local port through which the integration tests
+    create their own topics (the embedded broker refuses Kafka's CreateTopics). Nothing is kept
+    on disk; stop with Ctrl-C.
     """
     import threading
 
     from pipeline.topics import all_topics
+    from streamwarden.broker_control import CONTROL_ENV, serve_control
     from streamwarden.embedded_broker import EmbeddedBroker
 
     done = threading.Event()
@@ -327,12 +330,16 @@ def broker(partitions: int, app_id: str) -> None:
         signal.signal(sig, lambda *_: done.set())
     with EmbeddedBroker() as embedded:
         embedded.create_topics({t.name: t.partitions for t in all_topics(app_id, partitions)})
+        control = serve_control(embedded.create_topics)
+        host, port = control.server_address[:2]
         click.echo(f"export STREAMWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
         click.echo("export STREAMWARDEN_KAFKA_EMBEDDED=true")
         click.echo(f"export STREAMWARDEN_PARTITIONS={partitions}")
         click.echo(f"export STREAMWARDEN_APP_ID={app_id}")
+        click.echo(f"export {CONTROL_ENV}={host!s}:{port}")
         sys.stdout.flush()
         done.wait()
+        control.shutdown()
 
 
 @main.command()
