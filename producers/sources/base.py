@@ -6,7 +6,6 @@ Kind-specific models live next to their runner in ``producers/sources/<kind>.py`
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 from urllib.parse import SplitResult, urlsplit
 
@@ -20,24 +19,26 @@ from pydantic import (
     field_validator,
 )
 
+from producers.duration import DURATION_FORMS, DURATION_RE, parse_duration
 from producers.redact import redact_url
 
 __all__ = ["Seconds", "SourceBase", "check_websocket_url"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_FORMS = "use seconds (e.g. 30) or forms like 500ms, 30s, 5m, 1h"
+_DURATION_FORMS = f"use seconds (e.g. 30) or forms like {DURATION_FORMS}"
 
 
 def _to_seconds(value: object) -> object:
+    """A YAML number is seconds; a string is a duration in the one grammar of
+    :mod:`producers.duration` (the same as rule files)."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if isinstance(value, str) and DURATION_RE.match(value):
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
     raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
 
 
