@@ -45,27 +45,19 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import quote, quote_plus
-from uuid import UUID
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
-    BaseModel,
     Field,
-    SecretStr,
     TypeAdapter,
     ValidationError,
-    field_validator,
 )
 from pydantic_core import ErrorDetails
 
 from producers.errors import SourceConfigError, SourceProblem
-from producers.redact import redact_url
-from producers.sources.base import (
-    SourceBase,
-    check_websocket_url,
-)
+from producers.sources.aliunid import AliunidSource
+from producers.sources.base import SourceBase, secret_fields, secrets_of
 from producers.sources.element import ElementSource
 from producers.sources.hemis import HemisSource
 from producers.sources.nobil import NobilSource
@@ -80,33 +72,6 @@ __all__ = [
     "secrets_of",
     "source_kinds",
 ]
-
-
-class AliunidSource(SourceBase):
-    """aliunid OPERATOR live data export over WebSocket.
-
-    Attributes:
-        url: the ``.../businesses/{BUSINESS_ID}/measuring-points/live`` endpoint, ``ws://`` or
-            ``wss://``, without a query string (the key and ids are added from the keys below).
-        api_key: sent as the ``apiKey`` query parameter.
-        measuring_points: measuring point UUIDs; empty means every point of the business.
-    """
-
-    kind: Literal["aliunid"]
-    url: str
-    api_key: SecretStr = Field(min_length=1)
-    measuring_points: tuple[UUID, ...] = ()
-
-    @field_validator("url")
-    @classmethod
-    def _websocket_url(cls, value: str) -> str:
-        parts = check_websocket_url(value)
-        if parts.query or parts.fragment:
-            raise ValueError(
-                f"{redact_url(value)!r} must not have a query string or fragment; put the key in "
-                "api_key and measuring point ids in measuring_points"
-            )
-        return value
 
 
 #: Any source entry; ``kind`` selects the model.
@@ -145,32 +110,6 @@ def _model_for(kind: object) -> type[SourceBase] | None:
         if _kind_of(model) == kind:
             return model
     return None
-
-
-def _secret_fields(model: type[BaseModel]) -> frozenset[str]:
-    names = set()
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if annotation is SecretStr or SecretStr in typing.get_args(annotation):
-            names.add(name)
-    return frozenset(names)
-
-
-def secrets_of(source: SourceBase) -> list[str]:
-    """Every credential value of a source, as given and as it appears percent-encoded in URLs.
-
-    Feed the result to :func:`producers.redact.install_secret_filter`.
-    """
-    found: list[str] = []
-    for name in sorted(_secret_fields(type(source))):
-        value = getattr(source, name)
-        if not isinstance(value, SecretStr):
-            continue
-        raw = value.get_secret_value()
-        for form in (raw, quote(raw, safe=""), quote_plus(raw, safe="")):
-            if form and form not in found:
-                found.append(form)
-    return found
 
 
 def find_source(sources: Sequence[SourceConfig], name: str) -> SourceConfig:
@@ -343,7 +282,7 @@ class _Loader:
             return entry_line
 
         model = _model_for(entry.get("kind"))
-        secret_keys = _secret_fields(model) if model is not None else frozenset()
+        secret_keys = secret_fields(model) if model is not None else frozenset()
         expanded: dict[Any, Any] = {}
         unresolved: set[str] = set()
         needs_variables = self.only is None or name == self.only

@@ -6,14 +6,16 @@ Kind-specific models live next to their runner in ``producers/sources/<kind>.py`
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, quote_plus, urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     ValidationInfo,
     field_validator,
@@ -22,7 +24,7 @@ from pydantic import (
 from producers.duration import DURATION_FORMS, DURATION_RE, parse_duration
 from producers.redact import redact_url
 
-__all__ = ["Seconds", "SourceBase", "check_websocket_url"]
+__all__ = ["Seconds", "SourceBase", "check_websocket_url", "secret_fields", "secrets_of"]
 
 _DURATION_FORMS = f"use seconds (e.g. 30) or forms like {DURATION_FORMS}"
 
@@ -106,3 +108,30 @@ def check_websocket_url(value: str) -> SplitResult:
             f"{redact_url(value)!r} is not a WebSocket URL; use ws://host/path or wss://host/path"
         )
     return parts
+
+
+def secret_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Names of a source model's credential keys (typed :class:`pydantic.SecretStr`)."""
+    names = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if annotation is SecretStr or SecretStr in typing.get_args(annotation):
+            names.add(name)
+    return frozenset(names)
+
+
+def secrets_of(source: SourceBase) -> list[str]:
+    """Every credential value of a source, as given and as it appears percent-encoded in URLs.
+
+    Feed the result to :func:`producers.redact.install_secret_filter`.
+    """
+    found: list[str] = []
+    for name in sorted(secret_fields(type(source))):
+        value = getattr(source, name)
+        if not isinstance(value, SecretStr):
+            continue
+        raw = value.get_secret_value()
+        for form in (raw, quote(raw, safe=""), quote_plus(raw, safe="")):
+            if form and form not in found:
+                found.append(form)
+    return found
