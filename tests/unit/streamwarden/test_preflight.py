@@ -13,14 +13,13 @@ from click.testing import CliRunner
 from producers.backoff import Backoff
 from streamwarden.cli import main
 from streamwarden.preflight import KafkaUnreachableError, probe_kafka, wait_for_kafka
+from tests.support.ports import closed_port
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A local port nobody listens on (bound, never listening, so no one else takes it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+@pytest.fixture(name="closed_port")
+def _closed_port() -> Iterator[int]:
+    with closed_port() as port:
+        yield port
 
 
 class FakeTime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +15,16 @@ from pipeline.notify.channels import load_channels
 from pipeline.notify.reasons import failure_detail
 from pipeline.notify.sender import Notifier, RetryPolicy
 from streamwarden.cli import main
+from tests.support.ports import closed_port
 from tests.support.secrets import register_secret
 
 TOKEN = register_secret("hook-t0ken-83b1f2")
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+@pytest.fixture(name="closed_port")
+def _closed_port() -> Iterator[int]:
+    with closed_port() as port:
+        yield port
 
 
 class Entry:
