@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from producers.backoff import Backoff
@@ -121,24 +121,24 @@ def test_worker_exits_2_with_one_clear_line(
     )
 
 
+def _producer_env(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, port: int, tokens: dict[str, str]
+) -> None:
+    """A sources file of valtronics sources (name -> token) and Kafka at ``port``."""
+    sources = folder / "sources.yaml"
+    entries = [
+        {"name": name, "kind": "valtronics", "url": "ws://127.0.0.1:9/ws", "token": token}
+        for name, token in tokens.items()
+    ]
+    sources.write_text(yaml.safe_dump({"sources": entries}), encoding="utf-8")
+    monkeypatch.setenv("STREAMWARDEN_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    monkeypatch.setenv("STREAMWARDEN_SOURCES_FILE", str(sources))
+
+
 def test_producer_retries_then_exits_2(
     closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sources = tmp_path / "sources.yaml"
-    sources.write_text(
-        textwrap.dedent(
-            """
-            sources:
-              - name: valtronics-main
-                kind: valtronics
-                url: ws://127.0.0.1:9/ws
-                token: not-used
-            """
-        ),
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("STREAMWARDEN_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed_port}")
-    monkeypatch.setenv("STREAMWARDEN_SOURCES_FILE", str(sources))
+    _producer_env(monkeypatch, tmp_path, closed_port, {"valtronics-main": "not-used"})
     monkeypatch.setenv("STREAMWARDEN_KAFKA_CONNECT_TIMEOUT", "3")
     result = CliRunner().invoke(main, ["produce", "valtronics-main"])
     assert result.exit_code == 2, result.output
@@ -153,27 +153,10 @@ def test_producer_retries_then_exits_2(
 def test_producer_needs_only_its_own_sources_variables(
     closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sources = tmp_path / "sources.yaml"
-    sources.write_text(
-        textwrap.dedent(
-            """
-            sources:
-              - name: other
-                kind: valtronics
-                url: ws://127.0.0.1:9/ws
-                token: ${OTHER_TOKEN_NOT_SET}
-              - name: mine
-                kind: valtronics
-                url: ws://127.0.0.1:9/ws
-                token: ${MY_TOKEN}
-            """
-        ),
-        encoding="utf-8",
-    )
+    tokens = {"other": "${OTHER_TOKEN_NOT_SET}", "mine": "${MY_TOKEN}"}
+    _producer_env(monkeypatch, tmp_path, closed_port, tokens)
     monkeypatch.delenv("OTHER_TOKEN_NOT_SET", raising=False)
     monkeypatch.setenv("MY_TOKEN", "my-token-value")
-    monkeypatch.setenv("STREAMWARDEN_KAFKA_BOOTSTRAP", f"127.0.0.1:{closed_port}")
-    monkeypatch.setenv("STREAMWARDEN_SOURCES_FILE", str(sources))
     result = CliRunner().invoke(main, ["produce", "mine", "--connect-timeout", "0"])
     # Past the sources file (which once demanded OTHER_TOKEN_NOT_SET) to the Kafka check.
     assert result.exit_code == 2, result.output
