@@ -13,9 +13,11 @@ name, because the product's topic names are fixed (``raw.<kind>.v1``, ``measurem
 another partition count: :meth:`BrokerHandle.partitions` gives the one to use.
 
 ``private_broker`` is always an embedded broker of the test's own, also when one is shared,
-for two kinds of test only: one that takes the broker down (an outage must not hit the tests
-sharing it), and one that runs a single pipeline stage from the start of a fixed topic and
-counts what it saw (a stage reads every record there, other tests' included).
+for three kinds of test only: one that takes the broker down (an outage must not hit the tests
+sharing it); one that runs a single pipeline stage from the start of a fixed topic and counts
+what it saw (a stage reads every record there, other tests' included); and the live-equals-
+replay test, whose worker would lag behind the shared backlog (its docstring says how that
+changes absence alerts).
 """
 
 from __future__ import annotations
