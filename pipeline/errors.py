@@ -35,7 +35,7 @@ class RuleProblem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}"
+        where = f"{self.path}:{self.line}" if self.line > 0 else self.path  # 0: the whole file
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 

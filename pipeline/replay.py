@@ -15,7 +15,9 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -28,6 +30,10 @@ from producers.envelope import RawEnvelope, decode_envelope
 
 logger = logging.getLogger(__name__)
 
+TimeFormat = Literal["iso", "ms"]
+MAX_LINE_PROBLEMS = 5
+"""Unreadable lines described one by one; the rest are only counted."""
+
 
 @dataclass
 class ReplayResult:
@@ -39,10 +45,13 @@ class ReplayResult:
     bad_lines: int = 0
     dead_letters: int = 0
     control_frames: int = 0
+    line_problems: list[str] = field(default_factory=list)
+    """``file:line: why`` for the first :data:`MAX_LINE_PROBLEMS` unreadable lines."""
 
 
 def read_envelopes(path: Path, result: ReplayResult) -> Iterator[RawEnvelope]:
-    """Envelopes of a JSONL recording; lines that are not envelopes are counted and logged."""
+    """Envelopes of a JSONL recording; lines that are not envelopes are counted and described
+    in ``result`` (the caller decides whether that is an error)."""
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -51,7 +60,11 @@ def read_envelopes(path: Path, result: ReplayResult) -> Iterator[RawEnvelope]:
                 yield decode_envelope(line)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 result.bad_lines += 1
-                logger.warning("replay skipped line %s:%d: not an envelope: %s", path, number, exc)
+                if len(result.line_problems) < MAX_LINE_PROBLEMS:
+                    result.line_problems.append(
+                        f"{path}:{number}: not a recorded envelope "
+                        f"(streamwarden record writes one JSON object per line): {exc}"
+                    )
 
 
 def replay(
@@ -90,8 +103,26 @@ def json_value(value: float | str) -> float | str:
     return value
 
 
-def transition_line(transition: AlertTransition) -> dict[str, object]:
-    """The replay output object of one transition (strict JSON: see :func:`json_value`)."""
+def iso_time(ts_ms: int) -> str:
+    """``1700000000000`` -> ``2023-11-14T22:13:20.000Z`` (UTC, milliseconds)."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def transition_line(
+    transition: AlertTransition, time_format: TimeFormat = "ms"
+) -> dict[str, object]:
+    """The replay output object of one transition (strict JSON: see :func:`json_value`).
+
+    Args:
+        time_format: ``ms``: the event time as ``ts_ms`` (epoch milliseconds); ``iso``: as
+            ``time``, an ISO 8601 UTC string for people.
+    """
+    when: dict[str, object] = (
+        {"time": iso_time(transition.ts_ms)}
+        if time_format == "iso"
+        else {"ts_ms": transition.ts_ms}
+    )
     return {
         "rule": transition.rule,
         "state": transition.state,
@@ -100,6 +131,6 @@ def transition_line(transition: AlertTransition) -> dict[str, object]:
         "metric": transition.metric,
         "value": json_value(transition.value),
         "severity": transition.severity,
-        "ts_ms": transition.ts_ms,
+        **when,
         "fingerprint": transition.fingerprint,
     }

@@ -60,6 +60,8 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, TemplateReference
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from pipeline.template_filters import num
+
 __all__ = [
     "MAX_INT_BITS",
     "MAX_POWER_EXPONENT",
@@ -350,6 +352,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         filters = _GuardedFilters()
         filters.update(self.filters)
         filters[_ITER_FILTER] = _budget_iter
+        filters["num"] = num  # pipeline/template_filters.py
         self.filters = filters
 
     # -- budgets ---------------------------------------------------------------------------

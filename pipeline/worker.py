@@ -25,11 +25,11 @@ from pipeline.agents.notify import NotificationStage, make_send_notifications
 from pipeline.agents.progress import CatchUp
 from pipeline.alerting.config import AlertingConfig, load_config
 from pipeline.alerting.stats import ChannelStats
-from pipeline.alerting.tools import build_dispatcher
 from pipeline.app import build_app
 from pipeline.errors import RuleError
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier
+from pipeline.notify.tools import build_dispatcher
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
 from pipeline.settings import PipelineSettings

@@ -45,27 +45,19 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import quote, quote_plus
-from uuid import UUID
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
-    BaseModel,
     Field,
-    SecretStr,
     TypeAdapter,
     ValidationError,
-    field_validator,
 )
 from pydantic_core import ErrorDetails
 
 from producers.errors import SourceConfigError, SourceProblem
-from producers.redact import redact_url
-from producers.sources.base import (
-    SourceBase,
-    check_websocket_url,
-)
+from producers.sources.aliunid import AliunidSource
+from producers.sources.base import SourceBase, secret_fields, secrets_of
 from producers.sources.element import ElementSource
 from producers.sources.hemis import HemisSource
 from producers.sources.nobil import NobilSource
@@ -81,33 +73,6 @@ __all__ = [
     "secrets_of",
     "source_kinds",
 ]
-
-
-class AliunidSource(SourceBase):
-    """aliunid OPERATOR live data export over WebSocket.
-
-    Attributes:
-        url: the ``.../businesses/{BUSINESS_ID}/measuring-points/live`` endpoint, ``ws://`` or
-            ``wss://``, without a query string (the key and ids are added from the keys below).
-        api_key: sent as the ``apiKey`` query parameter.
-        measuring_points: measuring point UUIDs; empty means every point of the business.
-    """
-
-    kind: Literal["aliunid"]
-    url: str
-    api_key: SecretStr = Field(min_length=1)
-    measuring_points: tuple[UUID, ...] = ()
-
-    @field_validator("url")
-    @classmethod
-    def _websocket_url(cls, value: str) -> str:
-        parts = check_websocket_url(value)
-        if parts.query or parts.fragment:
-            raise ValueError(
-                f"{redact_url(value)!r} must not have a query string or fragment; put the key in "
-                "api_key and measuring point ids in measuring_points"
-            )
-        return value
 
 
 #: Any source entry; ``kind`` selects the model.
@@ -148,32 +113,6 @@ def _model_for(kind: object) -> type[SourceBase] | None:
     return None
 
 
-def _secret_fields(model: type[BaseModel]) -> frozenset[str]:
-    names = set()
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if annotation is SecretStr or SecretStr in typing.get_args(annotation):
-            names.add(name)
-    return frozenset(names)
-
-
-def secrets_of(source: SourceBase) -> list[str]:
-    """Every credential value of a source, as given and as it appears percent-encoded in URLs.
-
-    Feed the result to :func:`producers.redact.install_secret_filter`.
-    """
-    found: list[str] = []
-    for name in sorted(_secret_fields(type(source))):
-        value = getattr(source, name)
-        if not isinstance(value, SecretStr):
-            continue
-        raw = value.get_secret_value()
-        for form in (raw, quote(raw, safe=""), quote_plus(raw, safe="")):
-            if form and form not in found:
-                found.append(form)
-    return found
-
-
 def find_source(sources: Sequence[SourceConfig], name: str) -> SourceConfig:
     """Return the source called ``name``.
 
@@ -193,24 +132,30 @@ _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def load_sources(path: Path, env: Mapping[str, str] | None = None) -> list[SourceConfig]:
+def load_sources(
+    path: Path, env: Mapping[str, str] | None = None, *, only: str | None = None
+) -> list[SourceConfig]:
     """Read, expand and validate a sources file.
 
     Args:
         path: the YAML file; shown as given in messages.
         env: where ``${VAR}`` values come from; defaults to ``os.environ``.
+        only: the name of the one source about to run: the other entries are still checked,
+            but their ``${VAR}`` need not be set (running one source must not need the
+            credentials of all the others), and those with an unset one are left out.
 
     Raises:
         SourceConfigError: with every problem of the file, one per line, in line order.
     """
-    return _Loader(path, os.environ if env is None else env).load()
+    return _Loader(path, os.environ if env is None else env, only).load()
 
 
 class _Loader:
-    def __init__(self, path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, env: Mapping[str, str], only: str | None = None) -> None:
         self.path = path
         self.shown = str(path)
         self.env = env
+        self.only = only
         self.problems: list[SourceProblem] = []
 
     def problem(self, line: int | None, message: str, *, source: str = "", key: str = "") -> None:
@@ -337,15 +282,17 @@ class _Loader:
             return entry_line
 
         model = _model_for(entry.get("kind"))
-        secret_keys = _secret_fields(model) if model is not None else frozenset()
+        secret_keys = secret_fields(model) if model is not None else frozenset()
         expanded: dict[Any, Any] = {}
         unresolved: set[str] = set()
+        needs_variables = self.only is None or name == self.only
         for key, value in entry.items():
             messages: list[tuple[tuple[str | int, ...], str]] = []
             expanded[key] = self._expand(value, (str(key),), messages)
             for loc, message in messages:
                 unresolved.add(str(key))
-                self.problem(where(loc), message, source=label, key=_key_path(loc))
+                if needs_variables or not message.startswith("environment variable"):
+                    self.problem(where(loc), message, source=label, key=_key_path(loc))
 
         # a value taken from the environment is never echoed: the variable may hold a secret
         from_env = frozenset(str(k) for k, v in entry.items() if expanded[k] != v)
@@ -359,9 +306,11 @@ class _Loader:
                     message = message.replace(shown, "(the value of its variable)")
                 if loc and str(loc[0]) in unresolved:
                     continue  # already reported as a missing variable
+                if not loc and unresolved and not needs_variables:
+                    continue  # a whole-entry check that saw an unset variable as ""
                 self.problem(where(loc), message, source=label, key=_key_path(loc))
             return None
-        if len(self.problems) > before:
+        if len(self.problems) > before or unresolved:
             return None
         return source
 
@@ -519,8 +468,31 @@ def _describe(
     if kind_name == "greater_than_equal":
         return loc, f"must be at least {ctx.get('ge')}{got}"
     if kind_name == "literal_error":
-        return loc, f"{error['msg']}{got}"
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        return loc, f"must be one of {expected}{got}"
+    described = _TYPE_MESSAGES.get(kind_name)
+    if described is not None:
+        return loc, described.format(**ctx) + got
     return loc, f"{error['msg']}{got}"
+
+
+_TYPE_MESSAGES: dict[str, str] = {
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_long": "must have at most {max_length} items",
+    "enum": "must be one of {expected}",
+}
+"""pydantic error types in the project's words (the value follows as ``(got ...)``)."""
 
 
 def _show(value: object) -> str:

@@ -8,10 +8,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from streamwarden.process import DIE_WITH_PARENT_ENV, die_with_parent
+
+if TYPE_CHECKING:
+    from pipeline.replay import TimeFormat
 
 
 def _setup_logging(level: str) -> None:
@@ -28,7 +32,29 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+_CONNECT_TIMEOUT = click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    envvar="STREAMWARDEN_KAFKA_CONNECT_TIMEOUT",
+    help="Seconds to keep retrying an unreachable Kafka at start-up before exiting with code 2 "
+    "(env STREAMWARDEN_KAFKA_CONNECT_TIMEOUT).",
+)
+
+
+def _preflight(bootstrap: str, connect_timeout: float) -> None:
+    """Exit 2 with one clear line when Kafka does not answer within ``connect_timeout`` s."""
+    from streamwarden.preflight import KafkaUnreachableError, wait_for_kafka
+
+    try:
+        wait_for_kafka(bootstrap, connect_timeout, say=lambda line: click.echo(line, err=True))
+    except KafkaUnreachableError as exc:
+        _fail(str(exc), code=2)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="streamwarden", prog_name="streamwarden")
 def main() -> None:
     """StreamWarden: alerting rules over live energy, EV-charging and IoT streams.
 
@@ -57,30 +83,45 @@ def main() -> None:
     "rules_path",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="Rule file or folder (default: the rules/ folder of this checkout).",
+    help="Rule file or folder (default: the example rules shipped with StreamWarden).",
 )
-def demo(duration: float | None, alerts_out: Path | None, rules_path: Path | None) -> None:
+@click.option(
+    "--channels",
+    "channels_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Channels file (default: the shipped one: the console channel, short intervals).",
+)
+def demo(
+    duration: float | None,
+    alerts_out: Path | None,
+    rules_path: Path | None,
+    channels_path: Path | None,
+) -> None:
     """Run everything locally: embedded Kafka, upstream simulator, producer, worker.
 
     Notifications print to this terminal through the built-in console channel.
     """
-    from streamwarden.demo import default_rules_path, run_demo
+    from streamwarden.demo import run_demo
 
     code = run_demo(
         duration=duration,
         alerts_out=alerts_out,
-        rules_path=rules_path or default_rules_path(),
+        rules_path=rules_path,
+        channels_path=channels_path,
         out=sys.stdout,
     )
     sys.exit(code)
 
 
 @main.command()
-def worker() -> None:
+@_CONNECT_TIMEOUT
+def worker(connect_timeout: float) -> None:
     """Run the stream-processing worker (normalize, evaluate rules, notify).
 
     Reads STREAMWARDEN_* variables: KAFKA_BOOTSTRAP (required), KAFKA_EMBEDDED, RULES_PATH,
-    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, STORE, LOG_LEVEL.
+    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, STORE, LOG_LEVEL. Exits 2 if Kafka does not
+    answer within --connect-timeout seconds.
     """
     from pipeline.errors import ConfigError, RuleError
     from pipeline.settings import PipelineSettings
@@ -99,12 +140,14 @@ def worker() -> None:
             "configuration error: STREAMWARDEN_KAFKA_BOOTSTRAP is not set; "
             "set it to host:port of Kafka"
         )
+    _preflight(settings.kafka_bootstrap, connect_timeout)
     run_worker(settings, config)
 
 
 @main.command()
 @click.argument("name")
-def produce(name: str) -> None:
+@_CONNECT_TIMEOUT
+def produce(name: str, connect_timeout: float) -> None:
     """Run the producer of source NAME from the sources file into Kafka.
 
     Reads STREAMWARDEN_KAFKA_BOOTSTRAP (required), STREAMWARDEN_SOURCES_FILE (default
@@ -120,7 +163,7 @@ def produce(name: str) -> None:
     settings = ProducerSettings()
     _setup_logging(settings.log_level)
     try:
-        source = find_source(load_sources(settings.sources_file), name)
+        source = find_source(load_sources(settings.sources_file, only=name), name)
     except ProducerError as exc:
         _fail(f"configuration error: {exc}")
     if not settings.kafka_bootstrap:
@@ -129,6 +172,7 @@ def produce(name: str) -> None:
             "set it to host:port of Kafka"
         )
     install_secret_filter(secrets_of(source))
+    _preflight(settings.kafka_bootstrap, connect_timeout)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -174,7 +218,7 @@ def record(name: str, out_path: Path, max_messages: int | None, duration: float 
     settings = ProducerSettings()
     _setup_logging(settings.log_level)
     try:
-        source = find_source(load_sources(settings.sources_file), name)
+        source = find_source(load_sources(settings.sources_file, only=name), name)
     except ProducerError as exc:
         _fail(f"configuration error: {exc}")
     install_secret_filter(secrets_of(source))
@@ -270,12 +314,15 @@ def simulate(
 def broker(partitions: int, app_id: str) -> None:
     """Run an embedded Kafka broker (librdkafka's mock cluster) with every topic created.
 
-    Prints the variables to export for `streamwarden worker` and `streamwarden produce`.
-    Nothing is kept on disk; stop with Ctrl-C.
+    Prints the variables to export for `streamwarden worker` and `streamwarden produce`, and
+    STREAMWARDEN_EMBEDDED_BROKER_CONTROL, a local port through which the integration tests
+    create their own topics (the embedded broker refuses Kafka's CreateTopics). Nothing is kept
+    on disk; stop with Ctrl-C.
     """
     import threading
 
     from pipeline.topics import all_topics
+    from streamwarden.broker_control import CONTROL_ENV, serve_control
     from streamwarden.embedded_broker import EmbeddedBroker
 
     done = threading.Event()
@@ -283,12 +330,16 @@ def broker(partitions: int, app_id: str) -> None:
         signal.signal(sig, lambda *_: done.set())
     with EmbeddedBroker() as embedded:
         embedded.create_topics({t.name: t.partitions for t in all_topics(app_id, partitions)})
+        control = serve_control(embedded.create_topics)
+        host, port = control.server_address[:2]
         click.echo(f"export STREAMWARDEN_KAFKA_BOOTSTRAP={embedded.bootstrap}")
         click.echo("export STREAMWARDEN_KAFKA_EMBEDDED=true")
         click.echo(f"export STREAMWARDEN_PARTITIONS={partitions}")
         click.echo(f"export STREAMWARDEN_APP_ID={app_id}")
+        click.echo(f"export {CONTROL_ENV}={host!s}:{port}")
         sys.stdout.flush()
         done.wait()
+        control.shutdown()
 
 
 @main.command()
@@ -313,11 +364,22 @@ def broker(partitions: int, app_id: str) -> None:
     default=None,
     help="Write the transitions here instead of standard output.",
 )
-def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None:
+@click.option(
+    "--time-format",
+    type=click.Choice(["iso", "ms"]),
+    default="iso",
+    show_default=True,
+    help="Event times as ISO 8601 UTC (key 'time') or epoch milliseconds (key 'ts_ms').",
+)
+def replay(
+    rules_path: Path, input_path: Path, output_path: Path | None, time_format: TimeFormat
+) -> None:
     """Replay a recording through the normalizers and rules in event time.
 
     Prints each alert transition as one JSON line (rule, state, entity, source, metric, value,
-    severity, ts_ms, fingerprint), ordered by ts_ms. A summary goes to standard error.
+    severity, time, fingerprint), ordered by time. A summary goes to standard error. Exits 1
+    if a line of the recording is not an envelope (the transitions of the others are still
+    printed).
     """
     import json
 
@@ -334,7 +396,7 @@ def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None
         _fail(str(exc))
     result = ReplayResult()
     run_replay(read_envelopes(input_path, result), engine, result)
-    lines = "".join(json.dumps(transition_line(t)) + "\n" for t in result.transitions)
+    lines = "".join(json.dumps(transition_line(t, time_format)) + "\n" for t in result.transitions)
     if output_path is None:
         sys.stdout.write(lines)
     else:
@@ -345,6 +407,10 @@ def replay(rules_path: Path, input_path: Path, output_path: Path | None) -> None
         f"{result.control_frames} control frames, {result.bad_lines} unreadable lines",
         err=True,
     )
+    if result.bad_lines:
+        more = result.bad_lines - len(result.line_problems)
+        problems = [*result.line_problems, *([f"... and {more} more"] if more else [])]
+        _fail("\n".join(problems))
 
 
 @main.group()
@@ -366,6 +432,7 @@ def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
     from pipeline.errors import ConfigError, RuleError, RuleProblem
     from pipeline.notify.channels import channel_names
     from pipeline.rules.loader import load_rules
+    from pipeline.rules.template_names import check_template_names
 
     if channels_file is None and os.environ.get("STREAMWARDEN_CHANNELS_FILE"):
         channels_file = Path(os.environ["STREAMWARDEN_CHANNELS_FILE"])
@@ -378,6 +445,9 @@ def rules_check(paths: tuple[Path, ...], channels_file: Path | None) -> None:
         loaded = load_rules(list(paths), known_channels=known, warnings=warnings)
     except RuleError as exc:
         _fail(str(exc))
+    unknown = check_template_names(list(paths))
+    if unknown:
+        _fail("\n".join(str(p) for p in unknown))
     for w in warnings:  # rules that can match no record (pipeline.rules.catalogue)
         click.echo(f"{w.path}:{w.line}: warning: {w.key}: {w.message}")
     click.echo(f"{len(loaded)} rules OK" + (f", {len(warnings)} warnings" if warnings else ""))

@@ -1,6 +1,6 @@
 """``streamwarden notify`` (preview, test) and ``streamwarden silence`` (add, list, expire).
 
-Thin wrappers over :mod:`pipeline.alerting.tools` and :mod:`pipeline.alerting.silences`:
+Thin wrappers over :mod:`pipeline.notify.tools` and :mod:`pipeline.alerting.silences`:
 this module parses arguments, prints, and turns the library's errors into exit code 1 with
 one ``error: ...`` line per problem on standard error (never a traceback). Malformed command
 lines (a missing argument, a value of the wrong type) are click's usage errors, exit code 2,
@@ -127,8 +127,8 @@ def notify_preview(
     Routing and channel templates apply (silences, grouping and rate limits do not: this
     shows content, not timing). No secret is needed and nothing is sent.
     """
-    from pipeline.alerting.tools import preview
     from pipeline.errors import ConfigError, RuleError
+    from pipeline.notify.tools import preview
 
     paths = list(rules_paths) or [Path(os.environ.get(RULES_PATH_ENV, "").strip() or "rules")]
     missing = [p for p in paths if not p.exists()]
@@ -169,8 +169,8 @@ def notify_test(channel: str, channels_file: Path | None) -> None:
     reason (retryable or permanent); the channel's URL is never printed.
     """
     from pipeline.alerting.config import CONSOLE_CHANNEL
-    from pipeline.alerting.tools import send_test
     from pipeline.errors import ConfigError, NotifyError
+    from pipeline.notify.tools import send_test
 
     path = _channels_file(channels_file)
     if path is None and channel != CONSOLE_CHANNEL:
@@ -202,8 +202,8 @@ def silence() -> None:
 
 
 def _silences_file(option: Path | None) -> Path:
-    from pipeline.alerting.tools import silences_path
     from pipeline.errors import ConfigError
+    from pipeline.notify.tools import silences_path
 
     path = _channels_file(option)
     if path is None:

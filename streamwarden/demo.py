@@ -16,6 +16,7 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -23,18 +24,22 @@ from typing import TextIO
 import yaml
 
 from pipeline.topics import all_topics
+from streamwarden import examples
 from streamwarden.embedded_broker import EmbeddedBroker
 from streamwarden.families import FAMILIES
 from streamwarden.process import Child, start_child
 
 DEMO_PARTITIONS = 4
 DEMO_APP_ID = "streamwarden-demo"
-DEMO_CHANNELS = """\
-# The demo's notification policy: only the built-in console channel, and short grouping
-# intervals so firing and resolved notifications both show within a minute.
-defaults: {group_wait: 0s, group_interval: 5s, repeat_interval: 1h}
-"""
-DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules"
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """The files the demo's worker reads (rules, channels) and writes (delivered alerts)."""
+
+    rules: Path
+    channels: Path
+    alerts: Path
 
 
 class DemoError(RuntimeError):
@@ -73,7 +78,11 @@ def _count_lines(path: Path) -> int:
 
 
 def _start_parts(
-    workdir: Path, bootstrap: str, api_key: str, rules_path: Path, alerts_path: Path, out: TextIO
+    workdir: Path,
+    bootstrap: str,
+    api_key: str,
+    paths: DemoPaths,
+    out: TextIO,
 ) -> list[Child]:
     """Simulators, then the worker, then one producer per family; returns them in start order."""
     common = {"STREAMWARDEN_KAFKA_BOOTSTRAP": bootstrap, "STREAMWARDEN_LOG_LEVEL": "INFO"}
@@ -94,16 +103,14 @@ def _start_parts(
         sources_file = workdir / "sources.yaml"
         entries = [FAMILIES[kind].entry(f"{kind}-demo", urls[kind]) for kind in kinds]
         sources_file.write_text(yaml.safe_dump({"sources": entries}), encoding="utf-8")
-        channels_file = workdir / "channels.yaml"
-        channels_file.write_text(DEMO_CHANNELS, encoding="utf-8")
         worker_env = {
             **common,
-            "STREAMWARDEN_CHANNELS_FILE": str(channels_file),
+            "STREAMWARDEN_CHANNELS_FILE": str(paths.channels.resolve()),
             "STREAMWARDEN_KAFKA_EMBEDDED": "true",
             "STREAMWARDEN_PARTITIONS": str(DEMO_PARTITIONS),
             "STREAMWARDEN_APP_ID": DEMO_APP_ID,
-            "STREAMWARDEN_RULES_PATH": str(rules_path.resolve()),
-            "STREAMWARDEN_ALERTS_OUT": str(alerts_path),
+            "STREAMWARDEN_RULES_PATH": str(paths.rules.resolve()),
+            "STREAMWARDEN_ALERTS_OUT": str(paths.alerts),
             "STREAMWARDEN_DATA_DIR": str(workdir / "worker-data"),
         }
         children.append(
@@ -130,11 +137,24 @@ def _start_parts(
 
 
 def run_demo(
-    *, duration: float | None, alerts_out: Path | None, rules_path: Path, out: TextIO
+    *,
+    duration: float | None,
+    alerts_out: Path | None,
+    rules_path: Path | None = None,
+    channels_path: Path | None = None,
+    out: TextIO,
 ) -> int:
-    """Run the demo; returns the process exit code."""
+    """Run the demo; returns the process exit code.
+
+    ``rules_path`` and ``channels_path`` default to the examples shipped in the package.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="streamwarden-demo-"))
     alerts_path = (alerts_out or workdir / "alerts.jsonl").resolve()
+    paths = DemoPaths(
+        rules=rules_path or default_rules_path(),
+        channels=channels_path or default_channels_path(),
+        alerts=alerts_path,
+    )
     api_key = secrets.token_urlsafe(18)
     stop = threading.Event()
 
@@ -150,9 +170,7 @@ def run_demo(
                 {t.name: t.partitions for t in all_topics(DEMO_APP_ID, DEMO_PARTITIONS)}
             )
             _say(out, f"embedded Kafka broker at {broker.bootstrap}; logs in {workdir}")
-            children = _start_parts(
-                workdir, broker.bootstrap, api_key, rules_path, alerts_path, out
-            )
+            children = _start_parts(workdir, broker.bootstrap, api_key, paths, out)
             _say(
                 out,
                 f"{len(children) - 2} producers and the worker started; notifications print below "
@@ -206,5 +224,13 @@ def _stop_children(children: list[Child]) -> list[str]:
 
 
 def default_rules_path() -> Path:
-    """The ``rules/`` folder of a source checkout, else ``./rules``."""
-    return DEFAULT_RULES if DEFAULT_RULES.is_dir() else Path(os.getcwd()) / "rules"
+    """The example rules shipped in the package (in a checkout: its ``rules/`` folder).
+
+    Never the working directory: the demo must behave the same from any folder.
+    """
+    return examples.RULES
+
+
+def default_channels_path() -> Path:
+    """The demo's channels file shipped in the package: the console channel only."""
+    return examples.CHANNELS

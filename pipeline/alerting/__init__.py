@@ -1,6 +1,7 @@
 """The alert lifecycle after the rule engine: routing, grouping, repeats, silences, mute
 windows, inhibition and rate limits, turning ``alerts.v1`` transitions into notification
-intents. Plain Python with explicit ``*_ms`` times; nothing here imports faust.
+intents. Plain Python with explicit ``*_ms`` times; nothing here imports faust, nor
+:mod:`pipeline.notify` (delivery), which builds on this package: one direction.
 
 Modules, in the order an alert meets them::
 
@@ -12,7 +13,7 @@ Modules, in the order an alert meets them::
     model.py      Notification, state values and their msgpack encoding, deadline(), ids
     timers.py     DeadlineIndex / TrackedState / run_due: find due keys without scanning
     stats.py      per-channel counters (sent, failed, retried, suppressed, ...)
-    tools.py      build_dispatcher, preview, send_test, silences_path (worker and CLI)
+    templates.py  Renderer: titles and bodies per channel and format (Jinja2 sandbox)
 
 How an agent drives it (one partition: groups, inhibition and rate limits span alerts)::
 

@@ -89,8 +89,8 @@ from yaml.nodes import MappingNode, ScalarNode
 
 from pipeline.alerting.matchers import Matcher, MatcherError, parse_matcher
 from pipeline.alerting.mute import MuteWindow, parse_days, parse_hours
+from pipeline.alerting.templates import Format, TemplateCheckError, check_template
 from pipeline.errors import ConfigError, RuleProblem
-from pipeline.notify.templates import Format, TemplateCheckError, check_template
 from pipeline.rules.duration import Duration
 from pipeline.rules.loader import (  # the rule loader's line-aware YAML reader and wording
     MAX_FILE_BYTES,

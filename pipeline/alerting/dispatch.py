@@ -70,8 +70,8 @@ from pipeline.alerting.model import (
 )
 from pipeline.alerting.silences import ActiveSilence, SilenceSource
 from pipeline.alerting.stats import ChannelStats
+from pipeline.alerting.templates import Renderer
 from pipeline.models import AlertTransition
-from pipeline.notify.templates import Renderer
 
 __all__ = ["RESOLVED_TOMBSTONE_MS", "Dispatcher", "State", "Target"]
 

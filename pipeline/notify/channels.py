@@ -42,9 +42,9 @@ from pipeline.alerting.config import (
     format_for_url,
     load_config,
 )
+from pipeline.alerting.templates import ChannelTemplates, Format
 from pipeline.errors import ConfigError
 from pipeline.notify import console
-from pipeline.notify.templates import ChannelTemplates, Format
 from producers.redact import CREDENTIAL_PARAMS, SecretFilter, basic_auth, install_secret_filter
 
 __all__ = [
@@ -310,7 +310,7 @@ def load_channels_from(
 
 def channel_templates(channels: Mapping[str, Channel]) -> dict[str, ChannelTemplates]:
     """Format and template overrides of each loaded channel, for a
-    :class:`~pipeline.notify.templates.Renderer`."""
+    :class:`~pipeline.alerting.templates.Renderer`."""
     out: dict[str, ChannelTemplates] = {}
     for name, channel in channels.items():
         settings = channel.settings

@@ -12,12 +12,9 @@ report in their captured warnings (``... error=503.``):
 - retryable: timeouts; HTTP 5xx, 408, 425, 429; connection errors and anything else apprise
   reports as a plain failure.
 
-Two ways in:
-
-- :meth:`Notifier.send` delivers one :class:`~pipeline.alerting.model.Notification` (title,
-  body and format already rendered), skipping ids it already delivered;
-- :meth:`Notifier.deliver` is the older path that renders one alert transition itself
-  (:func:`render_title`, :func:`render_body`) for each of the alert's channels.
+:meth:`Notifier.send` delivers one :class:`~pipeline.alerting.model.Notification` (title,
+body and format already rendered by the dispatcher's templates), skipping ids it already
+delivered.
 
 :class:`DeliveryQueue` keeps slow channels off the caller's path: one queue and one worker per
 channel, so a channel's notifications stay in order and one slow channel never delays another.
@@ -31,7 +28,7 @@ import contextlib
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +40,8 @@ from apprise.result import AppriseResultStatus
 from pipeline.alerting.model import Notification
 from pipeline.alerting.stats import ChannelStats
 from pipeline.errors import NotifyError
-from pipeline.models import AlertTransition
-from pipeline.notify.channels import Channel
+from pipeline.notify.channels import Channel, url_secrets
+from pipeline.notify.reasons import capture_debug, failure_detail
 from producers.envelope import now_ms
 
 __all__ = [
@@ -53,8 +50,6 @@ __all__ = [
     "Notifier",
     "RetryPolicy",
     "classify",
-    "render_body",
-    "render_title",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,25 +117,6 @@ class Delivery(msgspec.Struct, frozen=True):
     fingerprints: tuple[str, ...] = ()
 
 
-def render_title(alert: AlertTransition) -> str:
-    """Short subject line: state, severity, rule and entity."""
-    return f"[{alert.state.upper()}] {alert.severity}: {alert.rule} on {alert.entity}"
-
-
-def render_body(alert: AlertTransition) -> str:
-    """Body: the rule's rendered summary and description, then the facts."""
-    parts = [alert.summary, alert.description] if alert.description else [alert.summary]
-    value = f"{alert.value:g}" if isinstance(alert.value, float | int) else alert.value
-    parts.append(f"value={value} metric={alert.metric} source={alert.source} ts_ms={alert.ts_ms}")
-    return "\n".join(p for p in parts if p)
-
-
-def _notify_type(alert: AlertTransition) -> NotifyType:
-    if alert.state == "resolved":
-        return NotifyType.SUCCESS
-    return NotifyType.FAILURE if alert.severity == "critical" else NotifyType.WARNING
-
-
 def _log_messages(result: Any) -> list[str]:
     logs = getattr(result, "logs", None)
     if not callable(logs):
@@ -151,11 +127,12 @@ def _log_messages(result: Any) -> list[str]:
         return []
 
 
-def classify(channel: str, result: Any) -> NotifyError:
+def classify(channel: str, result: Any, secrets: Iterable[str] = ()) -> NotifyError:
     """The error an unsuccessful apprise result stands for (see the module docstring).
 
-    The reason holds the apprise status and an HTTP status code when one was reported, never
-    log text (it may quote the URL).
+    The reason holds the apprise status and an HTTP status code when one was reported; else
+    the cause apprise logged (:func:`~pipeline.notify.reasons.failure_detail`: no URL, the
+    channel's ``secrets`` masked).
     """
     status = getattr(result, "status", AppriseResultStatus.FAILURE)
     try:
@@ -177,7 +154,9 @@ def classify(channel: str, result: Any) -> NotifyError:
         return NotifyError(
             channel, f"apprise reported {name}, HTTP {code}", retryable=not permanent
         )
-    return NotifyError(channel, f"apprise reported {name}", retryable=True)
+    detail = failure_detail(result, secrets)
+    reason = f"apprise reported {name}: {detail}" if detail else f"apprise reported {name}"
+    return NotifyError(channel, reason, retryable=True)
 
 
 class Notifier:
@@ -211,6 +190,7 @@ class Notifier:
         self._rng = rng
         self.stats = stats or ChannelStats()
         self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        capture_debug()
 
     @property
     def counters(self) -> dict[str, int]:
@@ -312,75 +292,6 @@ class Notifier:
         while len(self._delivered) > _DELIVERED_IDS_KEPT:
             self._delivered.popitem(last=False)
 
-    # --- one alert transition (older path) --------------------------------------------------
-
-    async def deliver(self, alert: AlertTransition) -> list[Delivery]:
-        """Deliver ``alert`` to each of its channels as plain text; returns the deliveries
-        that succeeded.
-
-        A channel that stays unreachable after every retry is logged as undelivered (by name,
-        with the alert's fingerprint) and does not stop delivery to the others.
-        """
-        deliveries: list[Delivery] = []
-        title, body = render_title(alert), render_body(alert)
-        notify_type = _notify_type(alert).value
-        for name in alert.channels:
-
-            async def attempt(name: str = name) -> None:
-                await self._notify(name, title, body, "text", notify_type)
-
-            try:
-                await self._with_retries(name, alert.fingerprint, attempt)
-            except NotifyError as exc:
-                self.stats.add(name, "failed")
-                logger.error(
-                    "notification undelivered channel=%s fingerprint=%s rule=%s state=%s reason=%s",
-                    exc.channel,
-                    alert.fingerprint,
-                    alert.rule,
-                    alert.state,
-                    exc.reason,
-                )
-                continue
-            delivery = Delivery(
-                delivered_at_ms=now_ms(),
-                channel=name,
-                fingerprint=alert.fingerprint,
-                rule=alert.rule,
-                state=alert.state,
-                entity=alert.entity,
-                source=alert.source,
-                metric=alert.metric,
-                value=alert.value,
-                severity=alert.severity,
-                ts_ms=alert.ts_ms,
-                title=title,
-                body=body,
-                kind=alert.state,
-                fingerprints=(alert.fingerprint,),
-            )
-            self._record(delivery)
-            logger.info(
-                "notification delivered channel=%s fingerprint=%s rule=%s state=%s entity=%s",
-                name,
-                alert.fingerprint,
-                alert.rule,
-                alert.state,
-                alert.entity,
-            )
-            deliveries.append(delivery)
-        return deliveries
-
-    async def send_once(self, name: str, alert: AlertTransition) -> None:
-        """One attempt to deliver ``alert`` to one channel, as plain text.
-
-        Raises:
-            NotifyError: unknown channel (permanent) or apprise reported no delivery.
-        """
-        await self._notify(
-            name, render_title(alert), render_body(alert), "text", _notify_type(alert).value
-        )
-
     # --- the one place that retries ---------------------------------------------------------
 
     async def _with_retries(
@@ -427,9 +338,10 @@ class Notifier:
             notify_type=NotifyType(notify_type),
             body_format=body_format,
             timeout=self._policy.send_timeout,
+            log_level=logging.DEBUG,  # the cause of a failure is logged at DEBUG
         )
         if not result:
-            raise classify(name, result)
+            raise classify(name, result, url_secrets(channel.url))
 
     def _record(self, delivery: Delivery) -> None:
         if self._alerts_out is None:

@@ -15,16 +15,47 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterable
+from typing import Literal
 from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import orjson
+from pydantic import Field, SecretStr, field_validator
 
-from producers.config import AliunidSource, secrets_of
 from producers.envelope import RawEnvelope, now_ms
+from producers.redact import redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
+from producers.sources.base import SourceBase, check_websocket_url, secrets_of
 from producers.sources.common import websocket_options
 from producers.transports.websocket import WebSocketClient
+
+
+class AliunidSource(SourceBase):
+    """aliunid OPERATOR live data export over WebSocket.
+
+    Attributes:
+        url: the ``.../businesses/{BUSINESS_ID}/measuring-points/live`` endpoint, ``ws://`` or
+            ``wss://``, without a query string (the key and ids are added from the keys below).
+        api_key: sent as the ``apiKey`` query parameter.
+        measuring_points: measuring point UUIDs; empty means every point of the business.
+    """
+
+    kind: Literal["aliunid"]
+    url: str
+    api_key: SecretStr = Field(min_length=1)
+    measuring_points: tuple[UUID, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        parts = check_websocket_url(value)
+        if parts.query or parts.fragment:
+            raise ValueError(
+                f"{redact_url(value)!r} must not have a query string or fragment; put the key in "
+                "api_key and measuring point ids in measuring_points"
+            )
+        return value
+
 
 __all__ = ["KIND", "build_envelope", "build_url", "frame_key", "run_aliunid"]
 

@@ -6,38 +6,41 @@ Kind-specific models live next to their runner in ``producers/sources/<kind>.py`
 
 from __future__ import annotations
 
-import re
+import typing
 from typing import Annotated
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, quote_plus, urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     ValidationInfo,
     field_validator,
 )
 
+from producers.duration import DURATION_FORMS, DURATION_RE, parse_duration
 from producers.redact import redact_url
 
-__all__ = ["Seconds", "SourceBase", "check_websocket_url"]
+__all__ = ["Seconds", "SourceBase", "check_websocket_url", "secret_fields", "secrets_of"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_FORMS = "use seconds (e.g. 30) or forms like 500ms, 30s, 5m, 1h"
+_DURATION_FORMS = f"use seconds (e.g. 30) or forms like {DURATION_FORMS}"
 
 
 def _to_seconds(value: object) -> object:
+    """A YAML number is seconds; a string is a duration in the one grammar of
+    :mod:`producers.duration` (the same as rule files)."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if isinstance(value, str) and DURATION_RE.match(value):
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
     raise ValueError(f"{value!r} is not a duration; {_DURATION_FORMS}")
 
 
@@ -105,3 +108,30 @@ def check_websocket_url(value: str) -> SplitResult:
             f"{redact_url(value)!r} is not a WebSocket URL; use ws://host/path or wss://host/path"
         )
     return parts
+
+
+def secret_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Names of a source model's credential keys (typed :class:`pydantic.SecretStr`)."""
+    names = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if annotation is SecretStr or SecretStr in typing.get_args(annotation):
+            names.add(name)
+    return frozenset(names)
+
+
+def secrets_of(source: SourceBase) -> list[str]:
+    """Every credential value of a source, as given and as it appears percent-encoded in URLs.
+
+    Feed the result to :func:`producers.redact.install_secret_filter`.
+    """
+    found: list[str] = []
+    for name in sorted(secret_fields(type(source))):
+        value = getattr(source, name)
+        if not isinstance(value, SecretStr):
+            continue
+        raw = value.get_secret_value()
+        for form in (raw, quote(raw, safe=""), quote_plus(raw, safe="")):
+            if form and form not in found:
+                found.append(form)
+    return found

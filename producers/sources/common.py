@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producers.config import SourceBase
+from producers.sources.base import SourceBase
 from producers.transports.websocket import WebSocketOptions
 
 __all__ = ["websocket_options"]

@@ -56,6 +56,7 @@ from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
+from producers.sources.common import websocket_options
 from producers.transports.websocket import FrameHandler, WebSocketClient
 
 __all__ = [
@@ -322,9 +323,6 @@ async def run_element(
         UpstreamAuthError: the key was refused (HTTP 401/403 at the handshake).
         UpstreamRejectedError: the socket was refused otherwise (e.g. 404 for an unknown id).
     """
-    # Imported here: producers.config imports this module to build its kind union.
-    from producers.sources.common import websocket_options
-
     counters = stats if stats is not None else ElementStats()
     initial = format_after(source.after) if source.after is not None else None
     cursor = ReplayCursor(initial)

@@ -59,6 +59,7 @@ from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
+from producers.sources.common import websocket_options
 from producers.transports.websocket import WebSocketClient
 
 __all__ = [
@@ -279,9 +280,6 @@ async def run_nobil(source: NobilSource, sink: EnvelopeSink, stop: asyncio.Event
         UpstreamAuthError: the key was refused (HTTP 401/403 at the handshake).
         UpstreamRejectedError: the endpoint refused otherwise (e.g. 404 for a wrong path).
     """
-    # Imported here: producers.config imports this module to build its kind union.
-    from producers.sources.common import websocket_options
-
     url = build_url(source.url, source.api_key.get_secret_value(), source.key_param)
     tracker: LegacyTracker | EnovaTracker = (
         EnovaTracker() if source.format == "enova" else LegacyTracker()

@@ -78,6 +78,7 @@ from producers.errors import SourceConfigError, UpstreamAuthError, UpstreamRejec
 from producers.redact import MASK, install_secret_filter, redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
+from producers.sources.common import websocket_options
 from producers.transports.websocket import StatusAction, WebSocketClient
 
 __all__ = [
@@ -982,10 +983,6 @@ async def run_valtronics(source: ValtronicsSource, sink: EnvelopeSink, stop: asy
             answers 403 for an unknown WebSocket path).
         SourceConfigError: the URL is invalid or the token file cannot be read.
     """
-    # Imported here: producers.sources.common imports producers.config, which imports this
-    # module to build its union of kinds.
-    from producers.sources.common import websocket_options
-
     producer = _ValtronicsProducer(source, sink)
     secrets: list[str] = []
     if source.protocol != "server":

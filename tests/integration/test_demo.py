@@ -1,4 +1,8 @@
-"""``streamwarden demo`` as a user runs it: notifications arrive, it stops cleanly, no orphans."""
+"""``streamwarden demo`` as a user runs it: notifications arrive, it stops cleanly, no orphans.
+
+The demo always starts its own embedded broker (that is the command: nothing to install), so
+these tests ignore ``STREAMWARDEN_KAFKA_BOOTSTRAP``.
+"""
 
 from __future__ import annotations
 

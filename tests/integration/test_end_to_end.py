@@ -27,12 +27,14 @@ from tests.support.webhook import webhook_server
 
 pytestmark = pytest.mark.integration
 
+# The stream is unique to the run: on a shared broker raw.aliunid.v1 holds other tests' records.
 RULES = """\
 rules:
   - name: e2e-power-high
     type: threshold
     match:
       source: aliunid
+      stream: {stream}
       metric: sys.kW
     condition: {op: ">", value: 40}
     severity: critical
@@ -66,11 +68,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 @pytest.fixture
 def e2e_env(fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str) -> dict[str, str]:
     app_id = f"sw-e2e-{unique_suffix}"
-    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, 4)})
+    partitions = fresh_broker.partitions(4)
+    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, partitions)})
     return {
         "STREAMWARDEN_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
         "STREAMWARDEN_KAFKA_EMBEDDED": "true" if fresh_broker.is_embedded else "false",
-        "STREAMWARDEN_PARTITIONS": "4",
+        "STREAMWARDEN_PARTITIONS": str(partitions),
         "STREAMWARDEN_APP_ID": app_id,
         "STREAMWARDEN_DATA_DIR": str(tmp_path / "data"),
         "STREAMWARDEN_LOG_LEVEL": "DEBUG",
@@ -84,7 +87,7 @@ async def test_simulator_to_notification_over_real_sockets(
     business_id = str(uuid.uuid4())
     stream = f"aliunid-e2e-{uuid.uuid4().hex[:6]}"
     rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(RULES, encoding="utf-8")
+    rules_file.write_text(RULES.replace("{stream}", stream), encoding="utf-8")
     alerts_out = tmp_path / "alerts.jsonl"
 
     with webhook_server() as hook:

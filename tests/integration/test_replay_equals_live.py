@@ -83,8 +83,14 @@ async def _read_topics(bootstrap: str, topics: dict[str, int]) -> list[tuple[str
 
 
 async def test_replay_of_the_live_stream_gives_the_live_transitions(
-    fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str
+    private_broker: BrokerHandle, tmp_path: Path, unique_suffix: str
 ) -> None:
+    """Always on a broker of its own, also when one is shared: a new worker group reads the
+    fixed raw topics from their start, and on a shared broker that backlog makes the normalize
+    stage lag; the evaluate stage advances caught-up partitions to the wall clock, so it fires
+    absence alerts for readings still in flight, which replay (event time only) never sees.
+    """
+    fresh_broker = private_broker
     app_id = f"sw-rl-{unique_suffix}"
     fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, 4)})
     rules_file = tmp_path / "rules.yaml"

@@ -8,10 +8,12 @@ the config files the service mounts.
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 import click
 import yaml
+from pydantic import BaseModel
 
 from pipeline.settings import PipelineSettings
 from producers.settings import ProducerSettings
@@ -82,14 +84,154 @@ def test_every_variable_is_read_by_the_code() -> None:
             assert variable in known, f"{name}: {variable} is read by nothing"
 
 
-def test_mounted_config_files_exist_and_rules_path_is_shipped() -> None:
-    worker = COMPOSE["services"]["worker"]["environment"]
-    assert worker["STREAMWARDEN_RULES_PATH"] == "/app/rules"
-    assert worker["STREAMWARDEN_KAFKA_EMBEDDED"] == "false"
+def _mounts(service: dict[str, object]) -> dict[str, tuple[str, bool]]:
+    """container path -> (host path or volume name, read-only)."""
+    out = {}
+    for spec in service.get("volumes", []):  # type: ignore[attr-defined]
+        host, container, *mode = str(spec).split(":")
+        out[container] = (host, mode == ["ro"])
+    return out
+
+
+def _inside(path: str, mounts: dict[str, tuple[str, bool]]) -> tuple[str, bool] | None:
+    for container, mount in mounts.items():
+        if path == container or path.startswith(container.rstrip("/") + "/"):
+            return mount
+    return None
+
+
+def test_rules_channels_and_sources_are_mounted_not_baked() -> None:
+    worker = COMPOSE["services"]["worker"]
+    env = worker["environment"]
+    mounts = _mounts(worker)
+    assert env["STREAMWARDEN_KAFKA_EMBEDDED"] == "false"
+    assert _inside(env["STREAMWARDEN_RULES_PATH"], mounts) == ("./rules", True)
+    assert _inside(env["STREAMWARDEN_CHANNELS_FILE"], mounts) == ("./deploy/channels.yaml", True)
+    for name, service in _streamwarden_services().items():
+        if next(iter(service["command"])) == "produce":  # type: ignore[call-overload]
+            sources = service["environment"]["STREAMWARDEN_SOURCES_FILE"]  # type: ignore[index]
+            assert _inside(sources, _mounts(service)) == ("./deploy/sources.yaml", True), name
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "COPY rules ./rules" in dockerfile and "COPY deploy ./deploy" in dockerfile
-    for path in ("deploy/sources.yaml", "deploy/channels.yaml"):
+    assert "COPY deploy " not in dockerfile.replace("deploy/requirements.lock", "")
+    for path in ("deploy/sources.yaml", "deploy/channels.yaml", "rules"):
         assert (ROOT / path).exists()
+
+
+def test_the_data_directory_and_the_silences_file_are_in_a_writable_volume() -> None:
+    from pipeline.alerting.config import load_config
+
+    worker = COMPOSE["services"]["worker"]
+    mounts = _mounts(worker)
+    data = _inside(worker["environment"]["STREAMWARDEN_DATA_DIR"], mounts)
+    assert data is not None and data[0] in COMPOSE["volumes"] and not data[1]
+    silences = load_config(ROOT / "deploy" / "channels.yaml").silences_file
+    assert silences is not None and silences.is_absolute()
+    assert _inside(str(silences), mounts) == data
+
+
+def test_channel_urls_come_from_compose_secrets() -> None:
+    from pipeline.alerting.config import load_config
+
+    worker = COMPOSE["services"]["worker"]
+    config = load_config(ROOT / "deploy" / "channels.yaml")
+    secrets = COMPOSE["secrets"]
+    for name, spec in config.spec.channels.items():
+        assert spec.url_env is None, f"{name}: use url_file, not a variable"
+        assert spec.url_file is not None and spec.url_file.startswith("/run/secrets/"), name
+        secret = spec.url_file.removeprefix("/run/secrets/")
+        assert secret in worker["secrets"] and secret in secrets, name
+        host_file = Path(secrets[secret]["file"])
+        assert host_file.parent == Path("deploy/secrets")
+        assert (ROOT / f"{host_file}.example").is_file()
+    assert not any(v.startswith("STREAMWARDEN_CHANNEL_") for v in worker["environment"])
+
+
+def test_the_store_is_the_one_the_readme_recommends() -> None:
+    store = COMPOSE["services"]["worker"]["environment"]["STREAMWARDEN_STORE"]
+    readme = (ROOT / "README.md").read_text()
+    assert store == "memory://"
+    assert re.search(r"`STREAMWARDEN_STORE` \| `memory://` \| [^|]*why", readme)
+
+
+def test_every_image_is_pinned() -> None:
+    for name, service in COMPOSE["services"].items():
+        image = service["image"]
+        if name in _streamwarden_services():
+            assert "build" in service and re.fullmatch(r"streamwarden:\d+\.\d+\.\d+", image)
+        else:
+            assert re.fullmatch(r"[\w./-]+(:v?\d+\.\d+\.\d+)?(@sha256:[0-9a-f]{64})?", image)
+            assert ":" in image and not image.endswith(":latest"), name
+    (base,) = re.findall(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
+
+
+def _requirement_name(text: str) -> str:
+    return _normalized(re.split(r"[\[<>=!~; ]", text, maxsplit=1)[0])
+
+
+def test_the_service_image_installs_the_lock_file_with_hashes() -> None:
+    import tomllib
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY deploy/requirements.lock" in dockerfile
+    assert "--require-hashes -r requirements.lock" in dockerfile
+    assert "--no-deps ." in dockerfile
+    lock = (ROOT / "deploy" / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE))
+    pinned = {_normalized(k): v for k, v in pinned.items()}
+    entries = re.split(r"\n(?=[A-Za-z0-9])", lock)
+    assert all("--hash=sha256:" in e for e in entries if "==" in e)
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = {_requirement_name(d) for d in dependencies} - set(pinned)
+    assert not missing, (
+        f"{missing} not in deploy/requirements.lock: regenerate it with the command at its top"
+    )
+
+
+def _channels_keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    keys: set[str] = set()
+    seen.add(model)
+    for name, field in model.model_fields.items():
+        keys.add(field.alias or name)
+        for inner in _models_in(field.annotation):
+            if inner not in seen:
+                keys |= _channels_keys(inner, seen)
+    return keys
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _yaml_keys(data: object) -> set[str]:
+    if isinstance(data, dict):
+        return {str(k) for k in data} | {k for v in data.values() for k in _yaml_keys(v)}
+    if isinstance(data, list):
+        return {k for v in data for k in _yaml_keys(v)}
+    return set()
+
+
+def test_the_readme_documents_every_channels_yaml_key_with_an_example(tmp_path: Path) -> None:
+    from pipeline.alerting.config import ChannelsFile, load_config
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Channels", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    documented = _yaml_keys(yaml.safe_load(example))
+    missing = _channels_keys(ChannelsFile, set()) - documented
+    assert not missing, f"channels.yaml keys without an example in the README: {missing}"
+    # ... and the example is a valid file.
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "ops-email.html.j2").write_text("<p>{{ alert.rule }}</p>")
+    (tmp_path / "channels.yaml").write_text(example)
+    config = load_config(tmp_path / "channels.yaml")
+    assert set(config.channels) >= {"ops-email", "team-slack", "lab-hook"}
 
 
 def test_every_family_has_a_producer_whose_source_loads() -> None:

@@ -19,10 +19,10 @@ from apprise.plugins.telegram import NotifyTelegram
 
 from pipeline.alerting.config import load_config
 from pipeline.alerting.dispatch import Dispatcher
-from pipeline.alerting.tools import build_dispatcher
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier, RetryPolicy
+from pipeline.notify.tools import build_dispatcher
 from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration

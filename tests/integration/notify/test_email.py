@@ -21,10 +21,10 @@ import pytest
 from pipeline.alerting.config import load_config
 from pipeline.alerting.dispatch import Dispatcher
 from pipeline.alerting.timers import TrackedState, run_due
-from pipeline.alerting.tools import build_dispatcher
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier, RetryPolicy
+from pipeline.notify.tools import build_dispatcher
 from tests.support.secrets import register_secret
 
 pytestmark = pytest.mark.integration

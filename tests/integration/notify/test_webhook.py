@@ -12,11 +12,11 @@ from pipeline.alerting.config import load_config
 from pipeline.alerting.model import Notification
 from pipeline.alerting.stats import ChannelStats
 from pipeline.alerting.timers import TrackedState, run_due
-from pipeline.alerting.tools import build_dispatcher, send_test_async
 from pipeline.errors import NotifyError
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import load_channels_from
 from pipeline.notify.sender import Delivery, DeliveryQueue, Notifier, RetryPolicy
+from pipeline.notify.tools import build_dispatcher, send_test_async
 from tests.support.secrets import register_secret
 from tests.support.webhook import webhook_server
 

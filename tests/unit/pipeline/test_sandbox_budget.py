@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.unit.pipeline.notify.test_notify_templates import HOSTILE
 
-from pipeline.errors import RuleError
-from pipeline.notify.templates import (
+from pipeline.alerting.templates import (
     ChannelTemplates,
     Renderer,
     TemplateCheckError,
     check_template,
 )
+from pipeline.errors import RuleError
 from pipeline.rules.loader import load_rules
 from pipeline.rules.templates import (
     MAX_TEXT_CHARS,
@@ -28,7 +29,6 @@ from pipeline.rules.templates import (
     fit_texts,
     render,
 )
-from tests.unit.pipeline.notify.test_notify_templates import HOSTILE
 
 pytestmark = pytest.mark.timeout(60)
 

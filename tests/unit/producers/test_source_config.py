@@ -198,7 +198,7 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         f"{path}:6: source 'aliunid-demo': measuring_points[1]: expected a measuring point UUID "
         "(got 'not-a-uuid')",
         f"{path}:7: source 'aliunid-demo': ping_interval: '5 minutes' is not a duration; use "
-        "seconds (e.g. 30) or forms like 500ms, 30s, 5m, 1h",
+        "seconds (e.g. 30) or forms like 30s, 5m, 1h, 1h30m, 500ms, 2d",
         f"{path}:9: source 'other': kind: unknown source kind 'zigbee'; known kinds: "
         + ", ".join(source_kinds()),
         f"{path}:10: sources[2]: name: required key is missing",
@@ -241,7 +241,7 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         (
             "{name: a, kind: aliunid, url: 'ws://h/l', api_key: abcd, open_timeout: true}",
             "2: source 'a': open_timeout: True is not a duration; use seconds (e.g. 30) or forms "
-            "like 500ms, 30s, 5m, 1h",
+            "like 30s, 5m, 1h, 1h30m, 500ms, 2d",
         ),
         (
             "{name: a, kind: aliunid, url: 'ws://h/l', api_key: abcd, max_frame_bytes: 0}",
@@ -283,7 +283,11 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         ),
         (
             "{name: a, kind: aliunid, url: 'wss://h/l', api_key: abcd, tls_verify: 'off'}",
-            "2: source 'a': tls_verify: Input should be a valid boolean (got 'off')",
+            "2: source 'a': tls_verify: expected true or false (got 'off')",
+        ),
+        (
+            "{name: a, kind: element, url: 'ws://h', api_key: abcd, scope: foo, scope_id: s}",
+            "2: source 'a': scope: must be one of 'device', 'tag', 'stream', 'mandate' (got 'foo')",
         ),
     ],
 )
@@ -421,3 +425,66 @@ def test_problem_formatting() -> None:
     )
     assert str(SourceProblem("f.yaml", None, "", "", "empty")) == "f.yaml: empty"
     assert str(SourceConfigError("plain message")) == "plain message"
+
+
+TWO_SOURCES = """
+sources:
+  - name: first
+    kind: aliunid
+    url: ws://h/l
+    api_key: ${FIRST_KEY}
+  - name: second
+    kind: aliunid
+    url: ws://h/l
+    api_key: ${SECOND_KEY}
+"""
+
+
+def test_running_one_source_needs_only_its_own_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_SOURCES)
+    (only,) = load_sources(path, {"SECOND_KEY": API_KEY}, only="second")
+    assert only.name == "second"
+    assert find_source([only], "second") is only
+    assert problems_of(path, {"SECOND_KEY": API_KEY}) == [
+        f"{path}:5: source 'first': api_key: environment variable FIRST_KEY is not set"
+    ]
+
+
+def test_other_sources_are_still_checked_and_all_problems_come_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TWO_SOURCES.replace(
+            "url: ws://h/l\n    api_key: ${FIRST_KEY}",
+            "url: ftp://h\n    api_key: ${FIRST_KEY}\n    colour: red",
+        ),
+    )
+    with pytest.raises(SourceConfigError) as info:
+        load_sources(path, {"SECOND_KEY": API_KEY}, only="second")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}:4: source 'first': url: ")
+    assert lines[1].startswith(f"{path}:6: source 'first': colour: unknown key; allowed keys: ")
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("30", 30.0),
+        ("0.5", 0.5),
+        ("500ms", 0.5),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("2d", 172800.0),
+    ],
+)
+def test_sources_durations_are_the_rule_grammar_or_seconds(
+    tmp_path: Path, written: str, seconds: float
+) -> None:
+    """One grammar: what a rule file accepts (``1h30m``, ``2d``) a sources file accepts too."""
+    path = write(
+        tmp_path,
+        f"sources:\n  - {{name: a, kind: aliunid, url: 'ws://h/l', api_key: abcd, "
+        f"idle_timeout: {written}}}\n",
+    )
+    (source,) = load_sources(path, {})
+    assert source.idle_timeout == seconds

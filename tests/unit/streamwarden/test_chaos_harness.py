@@ -13,9 +13,9 @@ import pytest
 
 from pipeline.agents.notify import POSSIBLE_DUPLICATE
 from pipeline.alerting.config import load_config
+from pipeline.alerting.templates import Renderer
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import channel_templates, load_channels_from
-from pipeline.notify.templates import Renderer
 from streamwarden.chaos.harness import worker_env
 from streamwarden.chaos.notifications import NotificationSink, Received, parse_items, tally
 from streamwarden.chaos.workload import (

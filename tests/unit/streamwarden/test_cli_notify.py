@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.alerting.silences import list_silences
-from pipeline.alerting.tools import preview
 from pipeline.errors import NotifyError
+from pipeline.notify.tools import preview
 from streamwarden import cli_notify
 from streamwarden.cli import main
 from tests.support.secrets import register_secret
@@ -338,7 +338,7 @@ def test_notify_test_reports_an_undelivered_notification_with_its_kind(
     def refuse(channel: str, **_kwargs: object) -> None:
         raise NotifyError(channel, "apprise reported failure, HTTP 401", retryable=retryable)
 
-    monkeypatch.setattr("pipeline.alerting.tools.send_test", refuse)
+    monkeypatch.setattr("pipeline.notify.tools.send_test", refuse)
     result = run("notify", "test", "hook", "--channels-file", str(channels_file))
     assert errors_of(result) == [expected]
 

@@ -13,9 +13,9 @@ from pipeline.alerting.dispatch import Dispatcher
 from pipeline.alerting.model import Notification, StateValue, decode_state, encode_state
 from pipeline.alerting.silences import SilenceSource
 from pipeline.alerting.stats import ChannelStats
+from pipeline.alerting.templates import ChannelTemplates, Renderer
 from pipeline.alerting.timers import TrackedState, run_due
 from pipeline.models import AlertTransition
-from pipeline.notify.templates import ChannelTemplates, Renderer
 
 
 def alert(

@@ -3,8 +3,8 @@ never its labels."""
 
 from __future__ import annotations
 
+from pipeline.alerting.templates import alert_view, explain
 from pipeline.models import AlertTransition
-from pipeline.notify.templates import alert_view, explain
 
 
 def alert(**annotations: str) -> AlertTransition:

@@ -156,8 +156,8 @@ def test_missing_path_and_empty_folder_are_problems(tmp_path: Path) -> None:
     lines = relative(problems_of([tmp_path / "nope.yaml", tmp_path / "empty"]), tmp_path)
 
     assert lines == [
-        "nope.yaml:0: no such file or folder",
-        "empty:0: folder holds no *.yaml or *.yml rule files",
+        "nope.yaml: no such file or folder",
+        "empty: folder holds no *.yaml or *.yml rule files",
     ]
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.models import AlertTransition
-from pipeline.notify.templates import (
+from pipeline.alerting.templates import (
     MAX_OUTPUT_CHARS,
     ChannelTemplates,
     Renderer,
@@ -19,6 +18,7 @@ from pipeline.notify.templates import (
     explain,
     markdown_escape,
 )
+from pipeline.models import AlertTransition
 
 HOSTILE = AlertTransition(
     fingerprint="fp",

@@ -8,9 +8,9 @@ import pytest
 
 from pipeline.alerting.config import load_config
 from pipeline.alerting.silences import SilenceFileStore
-from pipeline.alerting.tools import build_dispatcher, preview, sample_alert, silences_path
 from pipeline.errors import ConfigError
 from pipeline.notify.channels import load_channels_from
+from pipeline.notify.tools import build_dispatcher, preview, sample_alert, silences_path
 from pipeline.rules.loader import load_rules
 
 RULES = """\

@@ -26,6 +26,7 @@ from pipeline.alerting.dispatch import Dispatcher
 from pipeline.alerting.model import Notification, notification_id
 from pipeline.alerting.silences import SilenceFileStore, SilenceSource
 from pipeline.alerting.stats import ChannelStats
+from pipeline.alerting.templates import ChannelTemplates, Format, Renderer, RuleLookup
 from pipeline.errors import ConfigError
 from pipeline.models import AlertTransition, Measurement
 from pipeline.notify.channels import (
@@ -35,7 +36,6 @@ from pipeline.notify.channels import (
     resolve_url,
 )
 from pipeline.notify.sender import Delivery, Notifier, RetryPolicy
-from pipeline.notify.templates import ChannelTemplates, Format, Renderer, RuleLookup
 from pipeline.rules.engine import RuleEngine, alert_fingerprint
 from pipeline.rules.loader import load_rules
 from pipeline.rules.templates import compile_template, render

@@ -2,7 +2,7 @@
 
 Two places take templates: rules (``summary``, ``description``; rendered by the rule engine
 into the alert) and channels (``templates.title`` / ``body`` in channels.yaml; rendered by the
-:class:`~pipeline.notify.templates.Renderer` the Dispatcher uses). For each classic Jinja2
+:class:`~pipeline.alerting.templates.Renderer` the Dispatcher uses). For each classic Jinja2
 escape this checks the whole path, YAML file to notification:
 
 * rule templates load (they compile), render the fallback ``[template error in rule ...]``
@@ -24,9 +24,9 @@ import pytest
 
 from pipeline.alerting.config import AlertingConfig, load_config
 from pipeline.alerting.dispatch import Dispatcher
+from pipeline.alerting.templates import FORMATS, ChannelTemplates, Renderer
 from pipeline.errors import ConfigError
 from pipeline.models import AlertTransition, Measurement
-from pipeline.notify.templates import FORMATS, ChannelTemplates, Renderer
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
 

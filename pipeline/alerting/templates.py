@@ -1,6 +1,6 @@
 """Notification templates: Jinja2 in a sandbox, one format per channel.
 
-Formats and the templates shipped with the package (``pipeline/notify/templates/``):
+Formats and the templates shipped with the package (``pipeline/alerting/templates/``):
 
 ====================  =====================  ===========================================
 format                body template          used for
@@ -122,7 +122,7 @@ def _isotime(ms: Any) -> str:
 
 def _environment(autoescape: bool) -> Sandbox:
     env = Sandbox(
-        loader=PackageLoader("pipeline.notify", "templates"),
+        loader=PackageLoader("pipeline.alerting", "templates"),
         autoescape=autoescape,
         undefined=ChainableUndefined,
         trim_blocks=True,
