@@ -75,6 +75,7 @@ compiles and test-renders templates.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -581,20 +582,23 @@ def _check(reader: _FileReader, path: DataPath, source: str, fmt: Format) -> boo
 
 
 def _check_silences_file(reader: _FileReader, path: DataPath, name: str, base: Path | None) -> None:
-    """``silences.file`` must stay under the channels file's folder and be a regular file if
-    it exists: the worker and ``silence add`` write it (as root, ``/dev/null`` or
-    ``/etc/...`` would be overwritten or make silences vanish)."""
+    """``silences.file`` must stay under the channels file's folder or the worker's data
+    directory (``STREAMWARDEN_DATA_DIR``, where a deployment keeps what it writes, e.g. a
+    volume beside a read-only channels file) and be a regular file if it exists: the worker
+    and ``silence add`` write it (as root, ``/dev/null`` or ``/etc/...`` would be overwritten
+    or make silences vanish)."""
     folder = (base or Path.cwd()).resolve()
+    data_dir = Path(os.environ.get("STREAMWARDEN_DATA_DIR") or ".streamwarden").resolve()
     file = Path(name)
     if not file.is_absolute():
         file = folder / file
     resolved = file.resolve()
-    if not resolved.is_relative_to(folder):
+    if not (resolved.is_relative_to(folder) or resolved.is_relative_to(data_dir)):
         reader.problem(
             reader.where(path).line,
             path,
-            f"{name!r} is outside the channels file's folder {folder}; keep the silences "
-            "file next to channels.yaml",
+            f"{name!r} is outside the channels file's folder {folder} and the data directory "
+            f"{data_dir} (STREAMWARDEN_DATA_DIR); keep the silences file in one of them",
         )
     elif resolved.exists() and not resolved.is_file():
         reader.problem(

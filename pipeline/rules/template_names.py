@@ -36,6 +36,7 @@ COMMON_NAMES = frozenset(
         "value",
         "unit",
         "labels",
+        "annotations",
         "state",
         "ts_ms",
         "severity",

@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 import click
+import pytest
 import yaml
 from pydantic import BaseModel
 
@@ -117,10 +118,13 @@ def test_rules_channels_and_sources_are_mounted_not_baked() -> None:
         assert (ROOT / path).exists()
 
 
-def test_the_data_directory_and_the_silences_file_are_in_a_writable_volume() -> None:
+def test_the_data_directory_and_the_silences_file_are_in_a_writable_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from pipeline.alerting.config import load_config
 
     worker = COMPOSE["services"]["worker"]
+    monkeypatch.setenv("STREAMWARDEN_DATA_DIR", worker["environment"]["STREAMWARDEN_DATA_DIR"])
     mounts = _mounts(worker)
     data = _inside(worker["environment"]["STREAMWARDEN_DATA_DIR"], mounts)
     assert data is not None and data[0] in COMPOSE["volumes"] and not data[1]
@@ -129,10 +133,11 @@ def test_the_data_directory_and_the_silences_file_are_in_a_writable_volume() -> 
     assert _inside(str(silences), mounts) == data
 
 
-def test_channel_urls_come_from_compose_secrets() -> None:
+def test_channel_urls_come_from_compose_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.alerting.config import load_config
 
     worker = COMPOSE["services"]["worker"]
+    monkeypatch.setenv("STREAMWARDEN_DATA_DIR", worker["environment"]["STREAMWARDEN_DATA_DIR"])
     config = load_config(ROOT / "deploy" / "channels.yaml")
     secrets = COMPOSE["secrets"]
     for name, spec in config.spec.channels.items():

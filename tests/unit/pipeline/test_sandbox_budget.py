@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.unit.pipeline.notify.test_notify_templates import HOSTILE
+from tests.unit.pipeline.alerting.test_notify_templates import HOSTILE
 
 from pipeline.alerting.templates import (
     ChannelTemplates,

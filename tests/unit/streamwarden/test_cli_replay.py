@@ -67,7 +67,7 @@ def test_a_garbage_file_fails_with_the_lines_that_are_wrong(rules: Path, tmp_pat
     assert lines == []
     problems = stderr.splitlines()
     assert problems[0] == "replayed 0 envelopes, 0 records: 0 transitions, 0 dead letters, " + (
-        "8 unreadable lines"
+        "0 control frames, 8 unreadable lines"
     )
     assert problems[1].startswith(f"{recording}:1: not a recorded envelope")
     assert problems[2].startswith(f"{recording}:2: not a recorded envelope")

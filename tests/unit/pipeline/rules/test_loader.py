@@ -238,7 +238,7 @@ def test_a_huge_rules_file_is_refused_without_reading_it_whole(tmp_path: Path) -
     with path.open("wb") as file:
         file.truncate(4 * 1024**3)  # sparse: 4 GB that takes no disk
     problems = problems_of([path])
-    assert problems == [f"{path}:0: file is larger than {MAX_FILE_BYTES} bytes; split it"]
+    assert problems == [f"{path}: file is larger than {MAX_FILE_BYTES} bytes; split it"]
 
 
 def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def test_rules_check_names_each_unknown_name_at_its_line(tmp_path: Path) -> None
     assert len(lines) == 2
     assert lines[0].startswith(
         f"{path}:6: rules[0].summary: unknown name 'valeu'; a threshold rule's templates can "
-        "use entity, labels, metric, op, rule,"
+        "use annotations, entity, labels, metric, op, rule,"
     )
     assert lines[1].startswith(f"{path}:9: rules[0].description: unknown name 'windw';")
 
