@@ -249,6 +249,8 @@ class AliunidSimulator(SimulatorServer):
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
         number = self.connections_accepted
+        if await self._fault(connection, number, "handshake"):
+            return
         wanted = _requested_ids(connection)
         selected = [p for p in self.points if not wanted or p.id in wanted]
         self._connections.add(connection)
@@ -273,8 +275,12 @@ class AliunidSimulator(SimulatorServer):
         self, connection: ServerConnection, number: int, selected: list[MeasuringPoint]
     ) -> None:
         ids = {p.id for p in selected}
+        sent = 0
         for point in selected:
             await self._send(connection, number, self._structure_frame(point))
+            sent += 1
+            if await self._fault(connection, number, "stream", sent):
+                return
         seen = self._published_tick
         while True:
             async with self._tick_changed:
@@ -285,6 +291,9 @@ class AliunidSimulator(SimulatorServer):
             for point_id, text in frames:
                 if point_id in ids:
                     await self._send(connection, number, text)
+                    sent += 1
+                    if await self._fault(connection, number, "stream", sent):
+                        return
 
     async def _send(self, connection: ServerConnection, number: int, text: str) -> None:
         self.sent_frames.append(SentFrame(number, text))

@@ -405,6 +405,8 @@ class ElementSimulator(SimulatorServer):
         match = _PATH.match(target.path)
         assert match is not None  # checked in _process_request
         self.connections_accepted += 1
+        if await self._fault(connection, self.connections_accepted, "handshake"):
+            return
         socket: SocketKind = "readings" if match["socket"] == "readings" else "packets"
         client = _Client(
             self.connections_accepted, socket, self._scope_devices(match["scope"], match["id"])
@@ -471,6 +473,8 @@ class ElementSimulator(SimulatorServer):
             client.event_frames += 1
             self.frames_sent += 1
             self.events_sent += count
+            if await self._fault(connection, client.number, "stream", client.event_frames):
+                return
 
     async def _watch_idle(self, connection: _Connection, number: int) -> None:
         loop = asyncio.get_running_loop()

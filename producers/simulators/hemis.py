@@ -311,6 +311,7 @@ class _Session:
     last_received: float = 0.0
     last_sent: float = 0.0
     heartbeats_received: int = 0
+    messages_sent: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -574,6 +575,8 @@ class HemisSimulator(SimulatorServer):
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
         number = self.connections_accepted
+        if await self._fault(connection, number, "handshake"):
+            return
         now = time.monotonic()
         session = _Session(number, connection, f"session-{number}-{secrets.token_hex(4)}")
         session.last_received = session.last_sent = now
@@ -685,6 +688,9 @@ class HemisSimulator(SimulatorServer):
                 trailing_lf=self.trailing_lf,
             ),
         )
+        if await self._fault(session.connection, session.number, "auth"):
+            session.ended = True
+            return
         logger.info(
             "session open connection=%d send_heartbeat_ms=%d expect_heartbeat_ms=%d",
             session.number,
@@ -721,6 +727,20 @@ class HemisSimulator(SimulatorServer):
             await self._error(session, message, body, receipt)
             return
         session.subscriptions[ident] = destination
+        fault = self.planned_fault(session.number, "subscribe")
+        if fault is not None:
+            # Data flows before the RECEIPT (the client may still be subscribing), then the end.
+            pushed = 0
+            for _ in range(1000):  # a bound: every tick has data frames
+                for topic, body in self.next_tick_frames():
+                    if pushed < fault.frames and destination.endswith(f".{topic}"):
+                        await self._send_message(session, ident, destination, body)
+                        pushed += 1
+                if pushed >= fault.frames:
+                    break
+            await self._fault(session.connection, session.number, "subscribe")
+            session.ended = True
+            return
         await self._receipt(session, receipt)
 
     async def _receipt(self, session: _Session, receipt: str | None) -> None:
@@ -780,6 +800,10 @@ class HemisSimulator(SimulatorServer):
             await session.connection.send(frame if binary else frame.decode())
             session.last_sent = time.monotonic()
             self.frames_sent += 1
+            session.messages_sent += 1
+            sent = session.messages_sent
+            if await self._fault(session.connection, session.number, "stream", sent):
+                session.ended = True
 
     async def _pump(self, session: _Session) -> None:
         seen = self._published_tick

@@ -348,6 +348,8 @@ class NobilSimulator(SimulatorServer):
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
         number = self.connections_accepted
+        if await self._fault(connection, number, "handshake"):
+            return
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=_QUEUE_MAX)
         # Snapshot and registration happen together (no await in between), so the client gets
         # exactly the deltas that follow its snapshot.
@@ -372,11 +374,15 @@ class NobilSimulator(SimulatorServer):
     async def _send_frames(
         self, connection: ServerConnection, number: int, queue: asyncio.Queue[str]
     ) -> None:
+        sent = 0
         while True:
             text = await queue.get()
             self.sent_frames.append(SentFrame(number, text))
             await connection.send(text)
             self.frames_sent += 1
+            sent += 1
+            if await self._fault(connection, number, "stream", sent):
+                return
 
     async def _run_ticker(self) -> None:
         loop = asyncio.get_running_loop()

@@ -100,7 +100,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from producers.redact import redact_text
-from producers.simulators.base import SimulatorServer
+from producers.simulators.base import FaultPhase, SimulatorServer
 from producers.sources.valtronics import TokenMaskFilter, jwt_expiry
 
 __all__ = [
@@ -289,6 +289,13 @@ class _Close:
     reason: str
 
 
+@dataclass(frozen=True)
+class _Inject:
+    """Apply the planned fault of this phase once the frames queued before it are sent."""
+
+    phase: FaultPhase
+
+
 @dataclass
 class SimClient:
     """Protocol state of one client connection (the socket-free core).
@@ -310,7 +317,7 @@ class SimClient:
     subscriptions: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
     device_keys: list[Any] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
-    outbox: asyncio.Queue[str | _Close] | None = None
+    outbox: asyncio.Queue[str | _Close | _Inject] | None = None
 
 
 def make_jwt(claims: Mapping[str, Any], key: str = "valtronics-simulator") -> str:
@@ -398,6 +405,7 @@ class ValtronicsSimulator(SimulatorServer):
         self._alert_id = 100
         self._command_id = 0
         self.connections_accepted = 0
+        self._faults_queued: set[int] = set()
         self.frames_sent = 0
         self.handshakes_rejected = 0
         self.client_messages = 0
@@ -527,6 +535,8 @@ class ValtronicsSimulator(SimulatorServer):
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
+        if await self._fault(connection, self.connections_accepted, "handshake"):
+            return
         request_path = urlsplit(connection.request.path).path if connection.request else "/ws"
         client = self.new_client(request_path)
         client.outbox = asyncio.Queue()
@@ -537,8 +547,18 @@ class ValtronicsSimulator(SimulatorServer):
         try:
             async for message in connection:
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                authenticated = client.authenticated
+                subscribed = len(client.subscriptions) + len(client.device_keys)
                 for reply in self.receive(client, text):
                     client.outbox.put_nowait(reply)
+                if (
+                    client.authenticated
+                    and not authenticated
+                    and self.planned_fault(client.number, "auth")
+                ):
+                    client.outbox.put_nowait(_Inject("auth"))
+                if len(client.subscriptions) + len(client.device_keys) > subscribed:
+                    self._subscribe_fault(client)
         except ConnectionClosed:
             pass
         finally:
@@ -551,14 +571,38 @@ class ValtronicsSimulator(SimulatorServer):
 
     async def _send_outbox(self, connection: ServerConnection, client: SimClient) -> None:
         assert client.outbox is not None
+        sent = 0
         while True:
             item = await client.outbox.get()
             if isinstance(item, _Close):
                 await connection.close(item.code, item.reason)
                 return
+            if isinstance(item, _Inject):
+                if await self._fault(connection, client.number, item.phase):
+                    return
+                continue
             self.sent_frames.append(SentFrame(client.number, item))
             await connection.send(item)
             self.frames_sent += 1
+            sent += 1
+            if await self._fault(connection, client.number, "stream", sent):
+                return
+
+    def _subscribe_fault(self, client: SimClient) -> None:
+        """A fault planned during subscription: push data frames now, then apply it."""
+        fault = self.planned_fault(client.number, "subscribe")
+        if fault is None or client.outbox is None or client.number in self._faults_queued:
+            return
+        self._faults_queued.add(client.number)
+        pushed = 0
+        for _ in range(1000):  # a bound: every tick renders frames for a subscribed client
+            if pushed >= fault.frames:
+                break
+            for event in self.next_tick_events():
+                for frame in self.render(client, event)[: fault.frames - pushed]:
+                    client.outbox.put_nowait(frame)
+                    pushed += 1
+        client.outbox.put_nowait(_Inject("subscribe"))
 
     async def _auth_deadline(self, client: SimClient) -> None:
         await asyncio.sleep(self.auth_timeout)

@@ -288,7 +288,6 @@ class WebSocketClient:
         number = self.stats.connections_total
         loop = asyncio.get_running_loop()
         opened_at = loop.time()
-        frames = 0
         logger.info(
             "connected source=%s url=%s connection=%d attempt=%d",
             self.name,
@@ -296,31 +295,79 @@ class WebSocketClient:
             number,
             attempt,
         )
+        opener: asyncio.Future[None] | None = None
+        if self._on_open is not None:
+            # The hook (authentication, subscriptions) runs beside the reader, never instead of
+            # it: frames the upstream pushes while we are still sending are read and published,
+            # and a close during the hook ends the connection through the reader like any other.
+            opener = asyncio.ensure_future(self._on_open(websocket))
+        counted = _Counter()
         try:
-            if self._on_open is not None:
-                try:
-                    await self._on_open(websocket)
-                except ConnectionClosed as exc:
-                    return self._ended(0, loop.time() - opened_at, self._closed_reason(exc))
-            while True:
+            reason = await self._read(websocket, number, counted, opener)
+            return self._ended(counted.frames, loop.time() - opened_at, reason)
+        finally:
+            if opener is not None and not opener.done():
+                opener.cancel()
+            if opener is not None:
+                await asyncio.wait({opener})
+            await websocket.close()
+            if opener is not None and not opener.cancelled():
+                _reraise_unless_closed(opener)
+
+    async def _read(
+        self,
+        websocket: ClientConnection,
+        number: int,
+        counted: _Counter,
+        opener: asyncio.Future[None] | None,
+    ) -> str:
+        """Publish every frame until the connection ends; return why it ended.
+
+        This is the one place that guarantees that every frame received is published, whatever
+        phase the connection is in when it ends: websockets keeps handing out frames it had
+        already received after a close or an abort, and ``recv`` only raises once they are all
+        read. A failing ``opener`` (the source refused the upstream for good) ends the read.
+        """
+        options = self.options
+        while True:
+            if opener is None or opener.done():
+                if opener is not None and _failed(opener):
+                    return "the per-connection hook failed"
                 try:
                     async with asyncio.timeout(options.idle_timeout):
                         message = await websocket.recv()
                 except TimeoutError:
-                    reason = f"no frame for {options.idle_timeout:g}s (idle_timeout)"
-                    return self._ended(frames, loop.time() - opened_at, reason)
+                    return f"no frame for {options.idle_timeout:g}s (idle_timeout)"
                 except ConnectionClosed as exc:
-                    reason = self._closed_reason(exc)
-                    return self._ended(frames, loop.time() - opened_at, reason)
-                frames += 1
-                size = _size_bytes(message, options.max_frame_bytes)
-                if size > options.max_frame_bytes:
-                    await self._oversized(message, size, number)
-                    continue
-                self.stats.frames_total += 1
-                await self._on_frame(message, number)
-        finally:
-            await websocket.close()
+                    return self._closed_reason(exc)
+                await self._deliver(message, number, counted)
+                continue
+            receive: asyncio.Future[str | bytes] = asyncio.ensure_future(websocket.recv())
+            both: set[asyncio.Future[Any]] = {receive, opener}
+            try:
+                async with asyncio.timeout(options.idle_timeout):
+                    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    continue  # the hook finished first: read on without it
+                message = receive.result()
+            except TimeoutError:
+                return f"no frame for {options.idle_timeout:g}s (idle_timeout)"
+            except ConnectionClosed as exc:
+                return self._closed_reason(exc)
+            finally:
+                if not receive.done():
+                    receive.cancel()
+                    await asyncio.wait({receive})
+            await self._deliver(message, number, counted)
+
+    async def _deliver(self, message: str | bytes, number: int, counted: _Counter) -> None:
+        counted.frames += 1
+        size = _size_bytes(message, self.options.max_frame_bytes)
+        if size > self.options.max_frame_bytes:
+            await self._oversized(message, size, number)
+            return
+        self.stats.frames_total += 1
+        await self._on_frame(message, number)
 
     async def _oversized(self, message: str | bytes, size: int, number: int) -> None:
         """Count, log and (given a route) dead-letter a frame over ``max_frame_bytes``."""
@@ -397,6 +444,28 @@ class WebSocketClient:
 
     def _reason(self, exc: BaseException) -> str:
         return self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+@dataclass
+class _Counter:
+    """Frames received on one connection (oversized ones included)."""
+
+    frames: int = 0
+
+
+def _failed(task: asyncio.Future[None]) -> bool:
+    """Whether ``task`` ended with an exception other than a closed connection."""
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    return exc is not None and not isinstance(exc, ConnectionClosed)
+
+
+def _reraise_unless_closed(task: asyncio.Future[None]) -> None:
+    """Raise what the per-connection hook raised; a closed connection is the reader's news."""
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, ConnectionClosed):
+        raise exc
 
 
 def _insecure_context() -> ssl.SSLContext:
