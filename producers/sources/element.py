@@ -23,8 +23,12 @@ replay) is published unchanged with their ids in ``meta["duplicates"]``, and the
 skips those events. (Asking for ``after`` + 1 µs instead would make an exclusive server skip
 events inserted exactly 1 µs after the cursor.) With an exclusive server, events inserted in the
 cursor's own microsecond but not yet received when the connection dropped cannot be recovered:
-a limit of ``after=`` itself. The cursor lives in memory: a restarted producer starts again from
-the configured ``after``.
+a limit of ``after=`` itself.
+
+Durable resume: on start the producer reads its cursor back from what it already wrote, the
+newest ``inserted_at`` of this stream in its raw topic (or in the JSONL recording of
+``streamwarden record``; see :mod:`producers.sources.history`), so a restarted (even killed)
+producer misses nothing the server still keeps and writes nothing twice.
 
 Envelopes: one frame -> one envelope, payload unchanged, even when the frame holds several
 events (a replay may batch them). Splitting would mean re-serializing, i.e. not publishing what
@@ -327,7 +331,7 @@ async def run_element(
 
     counters = stats if stats is not None else ElementStats()
     initial = format_after(source.after) if source.after is not None else None
-    cursor = ReplayCursor(initial)
+    cursor = await recover_cursor(source, sink, initial)
     text_keepalive = source.keepalive == "text"
     interval = source.ping_interval or IDLE_CLOSE_S / 2  # validated: always set
 
@@ -394,6 +398,54 @@ async def run_element(
         for task in list(pingers):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def recover_cursor(
+    source: ElementSource, sink: EnvelopeSink, initial: str | None
+) -> ReplayCursor:
+    """The cursor of the last run: the newest ``inserted_at`` this stream wrote to ``sink``.
+
+    Read back from the sink's own output (the raw topic, or the JSONL recording); ``initial``
+    (the configured ``after``) when there is none, or for sinks without a history.
+
+    Raises:
+        HistoryError: the output exists but cannot be read back; starting live instead would
+            silently lose what the upstream inserted while the producer was down.
+    """
+    # Imported here: producers.sources.history imports producers.sink, which is fine, but keep
+    # this module importable without Kafka's client for the config loader.
+    from producers.sources.history import history_of
+
+    cursor = ReplayCursor(initial)
+    history = history_of(sink)
+    if history is None:
+        return cursor
+    probe = ReplayCursor()
+
+    def ours(envelope: RawEnvelope) -> bool:
+        return envelope.stream == source.name and bool(probe.inspect(envelope.payload).stamps)
+
+    newest = await history.newest(KIND, ours)
+    stamps = sorted(
+        (s for envelope in newest for s in probe.inspect(envelope.payload).stamps),
+        key=lambda s: s.instant,
+    )
+    if not stamps:
+        logger.info(
+            "no earlier output of this stream; starting from the configured after "
+            "source=%s after=%s",
+            source.name,
+            initial or "none (live only)",
+        )
+        return cursor
+    recovered = ReplayCursor()
+    recovered.advance(stamps)
+    logger.info(
+        "resuming after the newest reading already written source=%s after=%s",
+        source.name,
+        recovered.after,
+    )
+    return recovered
 
 
 async def _text_pings(websocket: ClientConnection, interval: float, counters: ElementStats) -> None:
