@@ -56,6 +56,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import ErrorDetails
@@ -63,6 +64,7 @@ from pydantic_core import ErrorDetails
 from producers.errors import SourceConfigError, SourceProblem
 from producers.redact import redact_url
 from producers.sources.base import (
+    Seconds,
     SourceBase,
     check_websocket_url,
 )
@@ -83,24 +85,44 @@ __all__ = [
 
 
 class AliunidSource(SourceBase):
-    """aliunid OPERATOR live data export over WebSocket.
+    """aliunid OPERATOR live data export over WebSocket or HTTP long polling.
 
     Attributes:
         url: the ``.../businesses/{BUSINESS_ID}/measuring-points/live`` endpoint, ``ws://`` or
-            ``wss://``, without a query string (the key and ids are added from the keys below).
-        api_key: sent as the ``apiKey`` query parameter.
+            ``wss://`` (``http://`` or ``https://`` for long polling), without a query string
+            (the key and ids are added from the keys below).
+        api_key: sent as the ``apiKey`` query parameter (or the ``x-api-key`` header).
         measuring_points: measuring point UUIDs; empty means every point of the business.
+        transport: ``websocket`` (default) or ``long-poll`` (one ``data`` object per answer).
+        api_key_in: long polling: ``query`` (``apiKey``, the current doc) or ``header``
+            (``x-api-key``, the doc's first version).
+        poll_timeout: long polling: bound on one request (the server holds it until data).
+        error_delay: long polling: wait after an error (the doc: 5 s), growing while errors
+            go on, up to ``backoff_max``.
     """
 
     kind: Literal["aliunid"]
+    transport: Literal["websocket", "long-poll"] = "websocket"  # before url: url checks it
     url: str
     api_key: SecretStr = Field(min_length=1)
     measuring_points: tuple[UUID, ...] = ()
+    api_key_in: Literal["query", "header"] = "query"
+    poll_timeout: Seconds = 90.0
+    error_delay: Seconds = 5.0
 
     @field_validator("url")
     @classmethod
-    def _websocket_url(cls, value: str) -> str:
-        parts = check_websocket_url(value)
+    def _websocket_url(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("transport") == "long-poll":
+            if value[:7].lower() != "http://" and value[:8].lower() != "https://":
+                raise ValueError(
+                    f"{redact_url(value)!r} is not an HTTP URL (transport: long-poll); use "
+                    "http://host/path or https://host/path"
+                )
+            value_as_ws = "ws" + value[4:]  # the same checks as a WebSocket URL
+        else:
+            value_as_ws = value
+        parts = check_websocket_url(value_as_ws)
         if parts.query or parts.fragment:
             raise ValueError(
                 f"{redact_url(value)!r} must not have a query string or fragment; put the key in "

@@ -35,6 +35,8 @@ DEMO_CHANNELS = """\
 defaults: {group_wait: 0s, group_interval: 5s, repeat_interval: 1h}
 """
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules"
+#: ``long-poll`` runs the aliunid producer over HTTP long polling instead of the WebSocket.
+ALIUNID_TRANSPORT_ENV = "STREAMWARDEN_DEMO_ALIUNID_TRANSPORT"
 
 
 class DemoError(RuntimeError):
@@ -93,6 +95,10 @@ def _start_parts(
             _say(out, f"{kind} simulator at {urls[kind]}")
         sources_file = workdir / "sources.yaml"
         entries = [FAMILIES[kind].entry(f"{kind}-demo", urls[kind]) for kind in kinds]
+        if os.environ.get(ALIUNID_TRANSPORT_ENV) == "long-poll":
+            _say(out, "aliunid over HTTP long polling")
+            aliunid = entries[kinds.index("aliunid")]
+            aliunid.update(transport="long-poll", url="http" + aliunid["url"][2:])
         sources_file.write_text(yaml.safe_dump({"sources": entries}), encoding="utf-8")
         channels_file = workdir / "channels.yaml"
         channels_file.write_text(DEMO_CHANNELS, encoding="utf-8")

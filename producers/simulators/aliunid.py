@@ -12,6 +12,14 @@ What it reproduces (docs/upstreams.md section 1):
   ..}}}``; ``structure`` frames again every ~30 ticks (the docs allow them at any time).
 * A client that sends any message is disconnected (close 1008, "client messages are not
   supported"). WebSocket pings are control frames, not messages, and are answered.
+* HTTP long polling on the same path (a ``GET`` without a WebSocket upgrade): the key in the
+  ``apiKey`` query parameter or the ``x-api-key`` header (both documented versions), 401
+  otherwise. Each answer is one ``data`` object (``application/json``) of the selected points;
+  a poller (one key and selection) gets every ``data`` object produced from its first poll on,
+  in order, one per request; the server holds a request up to ``long_poll_hold`` seconds and
+  answers ``204`` when nothing came (the real server's answer is not documented).
+  :meth:`AliunidSimulator.fail_polls` answers the next polls with an error status.
+  ``polled_frames`` records every object handed out, ``poll_auth`` how each poll sent the key.
 
 Values: measuring point 0, "EV charging hub", alternates deterministically between above 40 kW
 (the 4th to 13th tick of every 20, so first after 4 intervals) and below 30 kW (the other 10,
@@ -114,6 +122,7 @@ class AliunidSimulator(SimulatorServer):
         interval: seconds between data ticks.
         seed: makes point ids and values reproducible.
         extended_schema: add the unconfirmed Weidmüller-style keys and phase blocks.
+        long_poll_hold: longest time a long poll is held before a ``204``, seconds.
 
     Counters: ``connections_accepted``, ``frames_sent``, ``handshakes_rejected``,
     ``client_messages``. ``sent_frames`` keeps the last 10 000 frames written, per connection.
@@ -128,6 +137,7 @@ class AliunidSimulator(SimulatorServer):
         interval: float = 1.0,
         seed: int | None = None,
         extended_schema: bool = False,
+        long_poll_hold: float = 5.0,
     ) -> None:
         if measuring_points < 1:
             raise ValueError(f"measuring_points must be >= 1, got {measuring_points}")
@@ -148,6 +158,12 @@ class AliunidSimulator(SimulatorServer):
         self.handshakes_rejected = 0
         self.client_messages = 0
         self.sent_frames: deque[SentFrame] = deque(maxlen=10_000)
+        self.long_poll_hold = long_poll_hold
+        self.polls = 0
+        self.polled_frames: list[str] = []
+        self.poll_auth: list[str] = []
+        self._pollers: dict[tuple[str, ...], _Poller] = {}
+        self._poll_failures: deque[int] = deque()
         self._frames: list[tuple[str, str]] = []
         self._published_tick = 0
         self._tick_changed = asyncio.Condition()
@@ -175,6 +191,7 @@ class AliunidSimulator(SimulatorServer):
             host,
             port,
             process_request=self._process_request,
+            open_timeout=self.long_poll_hold + 10.0,  # a long poll is held in the handshake
             ping_interval=None,
             close_timeout=2.0,
             logger=self._wire_logger,
@@ -233,18 +250,66 @@ class AliunidSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ protocol
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         target = urlsplit(request.path)
         if target.path != self.path:
             self.handshakes_rejected += 1
             logger.info("handshake refused status=404 path=%s", redact_text(target.path))
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        long_poll = "websocket" not in request.headers.get("Upgrade", "").lower()
         keys = parse_qs(target.query, keep_blank_values=True).get("apiKey", [])
+        if long_poll:
+            headers = request.headers.get_all("x-api-key")
+            self.poll_auth.append("header" if headers else "query")
+            keys += headers
         if len(keys) != 1 or not hmac.compare_digest(keys[0].encode(), self._api_key):
             self.handshakes_rejected += 1
             logger.info("handshake refused status=401 reason=api key missing or wrong")
             return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+        if long_poll:
+            return await self._long_poll(connection, _requested_ids_of(request.path))
         return None
+
+    def fail_polls(self, *statuses: int) -> None:
+        """Answer the next long polls with these HTTP statuses, in order (e.g. 503, 401)."""
+        self._poll_failures.extend(statuses)
+
+    async def _long_poll(self, connection: ServerConnection, wanted: set[str]) -> Response:
+        self.polls += 1
+        if self._poll_failures:
+            status = HTTPStatus(self._poll_failures.popleft())
+            logger.info("long poll answered with an injected error status=%d", status.value)
+            return connection.respond(status, f"{status.phrase}\n")
+        selection = tuple(sorted(wanted))
+        poller = self._pollers.get(selection)
+        if poller is None:
+            poller = self._pollers[selection] = _Poller(set(selection))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.long_poll_hold
+        while not poller.queue and loop.time() < deadline:
+            if connection.transport.is_closing():
+                break
+            poller.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.2, max(0.0, deadline - loop.time()))):
+                    await poller.changed.wait()
+        if not poller.queue or connection.transport.is_closing():
+            return connection.respond(HTTPStatus.NO_CONTENT, "")
+        text = poller.queue.popleft()
+        self.polled_frames.append(text)
+        self.frames_sent += 1
+        response = connection.respond(HTTPStatus.OK, text)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _feed_pollers(self, frames: list[tuple[str, str]]) -> None:
+        for poller in self._pollers.values():
+            for point_id, text in frames:
+                if (not poller.ids or point_id in poller.ids) and _is_data(text):
+                    poller.queue.append(text)
+            poller.changed.set()
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
@@ -309,6 +374,7 @@ class AliunidSimulator(SimulatorServer):
             if loop.time() - next_at > self.interval:
                 next_at = loop.time()  # fell behind (suspended laptop): do not burst
             frames = self.next_tick_frames()
+            self._feed_pollers(frames)
             async with self._tick_changed:
                 self._frames = frames
                 self._published_tick = self.tick
@@ -417,8 +483,26 @@ def _requested_ids(connection: ServerConnection) -> set[str]:
     request = connection.request
     if request is None:
         return set()
-    ids: Iterable[str] = parse_qs(urlsplit(request.path).query).get("id", [])
+    return _requested_ids_of(request.path)
+
+
+def _requested_ids_of(path: str) -> set[str]:
+    ids: Iterable[str] = parse_qs(urlsplit(path).query).get("id", [])
     return {i.lower() for i in ids}
+
+
+def _is_data(text: str) -> bool:
+    document = orjson.loads(text)
+    return isinstance(document, dict) and document.get("type") == "data"
+
+
+@dataclass
+class _Poller:
+    """One long-polling client (a key and a selection): the data objects it has not fetched."""
+
+    ids: set[str]
+    queue: deque[str] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _dumps(document: dict[str, Any]) -> str:

@@ -5,6 +5,11 @@ must never send anything (a client message gets it disconnected), so no subscrip
 application heartbeat and, by default, no WebSocket pings. There is no replay: frames missed
 while disconnected are gone.
 
+``transport: long-poll`` uses the HTTP long-polling access on the same path instead
+(:mod:`producers.transports.longpoll`): each answer is one ``data`` object, published like a
+WebSocket frame; the key goes in the ``apiKey`` query parameter (the current doc) or, with
+``api_key_in: header``, in the ``x-api-key`` header (the doc's first version).
+
 Every frame is published unchanged; the Kafka key is the frame's measuring point ``id`` so all
 frames of one point stay in order on one partition. Frames that are not JSON or have no id are
 published with no key: the pipeline dead-letters them, the producer never drops them.
@@ -24,6 +29,7 @@ from producers.config import AliunidSource, secrets_of
 from producers.envelope import RawEnvelope, now_ms
 from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.common import websocket_options
+from producers.transports.longpoll import LongPollClient, LongPollOptions
 from producers.transports.websocket import WebSocketClient
 
 __all__ = ["KIND", "build_envelope", "build_url", "frame_key", "run_aliunid"]
@@ -31,13 +37,18 @@ __all__ = ["KIND", "build_envelope", "build_url", "frame_key", "run_aliunid"]
 KIND = "aliunid"
 
 
-def build_url(base_url: str, api_key: str, measuring_points: Iterable[UUID | str] = ()) -> str:
-    """Append ``apiKey`` and one ``id`` per measuring point, percent-encoded.
+def build_url(
+    base_url: str, api_key: str | None, measuring_points: Iterable[UUID | str] = ()
+) -> str:
+    """Append ``apiKey`` (unless None: sent in a header) and one ``id`` per measuring point.
 
     Example: ``build_url("wss://h/live", "k", [mp1, mp2])`` ->
     ``wss://h/live?apiKey=k&id=<mp1>&id=<mp2>``.
     """
-    params = [("apiKey", api_key), *(("id", str(mp)) for mp in measuring_points)]
+    params = [("apiKey", api_key)] if api_key is not None else []
+    params += [("id", str(mp)) for mp in measuring_points]
+    if not params:
+        return base_url
     return f"{base_url}?{urlencode(params, quote_via=quote, safe='')}"
 
 
@@ -82,11 +93,32 @@ async def run_aliunid(source: AliunidSource, sink: EnvelopeSink, stop: asyncio.E
         UpstreamAuthError: the API key was refused (HTTP 401/403).
         UpstreamRejectedError: the endpoint refused otherwise, e.g. 404 for a wrong business id.
     """
-    url = build_url(source.url, source.api_key.get_secret_value(), source.measuring_points)
+    api_key = source.api_key.get_secret_value()
 
     async def publish(frame: str | bytes, connection: int) -> None:
         await sink.send(frame_key(frame), build_envelope(source.name, frame, connection))
 
+    if source.transport == "long-poll":
+        in_header = source.api_key_in == "header"
+        poller = LongPollClient(
+            build_url(source.url, None if in_header else api_key, source.measuring_points),
+            publish,
+            name=source.name,
+            headers={"x-api-key": api_key} if in_header else None,
+            options=LongPollOptions(
+                poll_timeout=source.poll_timeout,
+                open_timeout=source.open_timeout,
+                error_delay=source.error_delay,
+                backoff_max=source.backoff_max,
+                max_frame_bytes=source.max_frame_bytes,
+                tls_verify=source.tls_verify,
+            ),
+            secrets=secrets_of(source),
+            dead_letters=DeadLetterRoute(sink, KIND, source.name),
+        )
+        await poller.run(stop)
+        return
+    url = build_url(source.url, api_key, source.measuring_points)
     client = WebSocketClient(
         url,
         publish,
