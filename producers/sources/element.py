@@ -56,6 +56,7 @@ from pydantic import AwareDatetime, Field, SecretStr, ValidationInfo, field_vali
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from producers.backoff import Backoff
 from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
@@ -331,7 +332,10 @@ async def run_element(
 
     counters = stats if stats is not None else ElementStats()
     initial = format_after(source.after) if source.after is not None else None
-    cursor = await recover_cursor(source, sink, initial)
+    recovered = await recover_cursor(source, sink, initial, stop)
+    if recovered is None:
+        return  # stopped while waiting for Kafka
+    cursor = recovered
     text_keepalive = source.keepalive == "text"
     interval = source.ping_interval or IDLE_CLOSE_S / 2  # validated: always set
 
@@ -401,20 +405,27 @@ async def run_element(
 
 
 async def recover_cursor(
-    source: ElementSource, sink: EnvelopeSink, initial: str | None
-) -> ReplayCursor:
+    source: ElementSource,
+    sink: EnvelopeSink,
+    initial: str | None,
+    stop: asyncio.Event | None = None,
+) -> ReplayCursor | None:
     """The cursor of the last run: the newest ``inserted_at`` this stream wrote to ``sink``.
 
     Read back from the sink's own output (the raw topic, or the JSONL recording); ``initial``
-    (the configured ``after``) when there is none, or for sinks without a history.
+    (the configured ``after``) when there is none, or for sinks without a history. While Kafka
+    is unreachable it tries again with backoff (as the sink itself would), never starting live
+    instead: that would silently lose what the upstream inserted while the producer was down.
+
+    Returns:
+        The cursor, or None when ``stop`` was set while waiting for Kafka.
 
     Raises:
-        HistoryError: the output exists but cannot be read back; starting live instead would
-            silently lose what the upstream inserted while the producer was down.
+        HistoryError: the recording exists but cannot be read.
     """
     # Imported here: producers.sources.history imports producers.sink, which is fine, but keep
     # this module importable without Kafka's client for the config loader.
-    from producers.sources.history import history_of
+    from producers.sources.history import HistoryError, history_of
 
     cursor = ReplayCursor(initial)
     history = history_of(sink)
@@ -425,7 +436,26 @@ async def recover_cursor(
     def ours(envelope: RawEnvelope) -> bool:
         return envelope.stream == source.name and bool(probe.inspect(envelope.payload).stamps)
 
-    newest = await history.newest(KIND, ours)
+    retry = Backoff(1.0, 2.0, 30.0)
+    while True:
+        try:
+            newest = await history.newest(KIND, ours)
+            break
+        except HistoryError as exc:
+            if not exc.retryable:
+                raise
+            delay = retry.next_delay()
+            logger.warning(
+                "cannot read back where this stream stopped; retrying source=%s delay_s=%.2f "
+                "reason=%s",
+                source.name,
+                delay,
+                exc,
+            )
+            if stop is not None and await _stopped_within(stop, delay):
+                return None
+            if stop is None:
+                await asyncio.sleep(delay)
     stamps = sorted(
         (s for envelope in newest for s in probe.inspect(envelope.payload).stamps),
         key=lambda s: s.instant,
@@ -446,6 +476,15 @@ async def recover_cursor(
         recovered.after,
     )
     return recovered
+
+
+async def _stopped_within(stop: asyncio.Event, delay: float) -> bool:
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _text_pings(websocket: ClientConnection, interval: float, counters: ElementStats) -> None:

@@ -45,7 +45,15 @@ _FIRST_WINDOW = 64
 
 
 class HistoryError(ProducerError):
-    """What the producer wrote cannot be read back (so where to resume is unknown)."""
+    """What the producer wrote cannot be read back (so where to resume is unknown).
+
+    Attributes:
+        retryable: True when trying again later may work (Kafka unreachable).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 Wanted = Callable[[RawEnvelope], bool]
@@ -93,8 +101,8 @@ class KafkaHistory:
         )
         try:
             async with asyncio.timeout(self.request_timeout):
-                await consumer.start()
                 try:
+                    await consumer.start()
                     found: list[RawEnvelope] = []
                     partitions = await _partitions(self.bootstrap, self.client_id, topic)
                     for partition in sorted(partitions):
@@ -107,7 +115,8 @@ class KafkaHistory:
         except (KafkaError, OSError, TimeoutError) as exc:
             raise HistoryError(
                 f"cannot read back {topic} from Kafka bootstrap={self.bootstrap}: "
-                f"{type(exc).__name__}: {exc}".rstrip(": ")
+                f"{type(exc).__name__}: {exc}".rstrip(": "),
+                retryable=True,
             ) from exc
 
 
@@ -116,8 +125,8 @@ async def _partitions(bootstrap: str, client_id: str, topic: str) -> set[int]:
     from aiokafka import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id=client_id)
-    await client.bootstrap()
     try:
+        await client.bootstrap()
         cluster = await client.fetch_all_metadata()
     finally:
         await client.close()

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from producers.config import ElementSource
 from producers.envelope import RawEnvelope, decode_envelope, encode_envelope, raw_topic
 from producers.simulators.element import ElementSimulator
-from producers.sink import JsonlSink
+from producers.sink import JsonlSink, KafkaSink
 from producers.sources.element import recover_cursor
 from producers.sources.history import JsonlHistory, KafkaHistory
 from tests.integration.producers.helpers import producing
@@ -235,6 +235,7 @@ async def test_a_cut_last_line_and_other_streams_are_skipped(tmp_path: Path) -> 
         cursor = await recover_cursor(source, sink, None)
     finally:
         await sink.close()
+    assert cursor is not None
     assert cursor.after == "2024-06-06T13:49:42.049158Z"
     assert await JsonlHistory(tmp_path / "missing.jsonl").newest("element", bool) == []
 
@@ -243,3 +244,19 @@ async def test_kafka_history_of_an_absent_topic_is_empty(embedded_broker: Any) -
     history = KafkaHistory(embedded_broker.bootstrap)
     found = await history.newest(f"absent{uuid.uuid4().hex[:8]}", lambda _e: True)
     assert found == []
+
+
+async def test_an_unreachable_kafka_is_waited_for_never_started_live(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = ElementSource(
+        name="element-wait", kind="element", url="ws://127.0.0.1:9", api_key=KEY, scope="mandate"
+    )
+    sink = KafkaSink("127.0.0.1:9", buffer_max_messages=10, client_id="resume-wait")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(2.5, stop.set)
+    async with asyncio.timeout(TIMEOUT):
+        assert await recover_cursor(source, sink, None, stop) is None
+    await sink.close()
+    warnings = [r.getMessage() for r in caplog.records if "cannot read back" in r.getMessage()]
+    assert warnings and "source=element-wait" in warnings[0]
