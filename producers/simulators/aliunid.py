@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -128,6 +128,8 @@ class AliunidSimulator(SimulatorServer):
     ``client_messages``. ``sent_frames`` keeps the last 10 000 frames written, per connection.
     """
 
+    kind = "aliunid"
+
     def __init__(
         self,
         business_id: str,
@@ -169,7 +171,6 @@ class AliunidSimulator(SimulatorServer):
         self._tick_changed = asyncio.Condition()
         self._connections: set[ServerConnection] = set()
         self._server: Server | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._host = ""
         self._port = 0
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
@@ -177,50 +178,16 @@ class AliunidSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking.
+    def _serve_options(self) -> dict[str, Any]:
+        return {"open_timeout": self.long_poll_hold + 10.0}  # a long poll is held in the handshake
 
-        Returns:
-            The bound port.
-        """
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._wire_logger.addFilter(self._wire_filter)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            open_timeout=self.long_poll_hold + 10.0,  # a long poll is held in the handshake
-            ping_interval=None,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._ticker = asyncio.create_task(self._run_ticker(), name="aliunid-simulator-ticker")
+    def _log_started(self) -> None:
         logger.info(
             "aliunid simulator listening url=%s points=%d interval_s=%g",
             self.url,
             len(self.points),
             self.interval,
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._wire_filter)
-            logger.info("aliunid simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -361,24 +328,17 @@ class AliunidSimulator(SimulatorServer):
                         return
 
     async def _send(self, connection: ServerConnection, number: int, text: str) -> None:
-        self.sent_frames.append(SentFrame(number, text))
         await connection.send(text)
+        self.sent_frames.append(SentFrame(number, text))  # written: recorded
         self.frames_sent += 1
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            frames = self.next_tick_frames()
-            self._feed_pollers(frames)
-            async with self._tick_changed:
-                self._frames = frames
-                self._published_tick = self.tick
-                self._tick_changed.notify_all()
+    async def _tick(self) -> None:
+        frames = self.next_tick_frames()
+        self._feed_pollers(frames)
+        async with self._tick_changed:
+            self._frames = frames
+            self._published_tick = self.tick
+            self._tick_changed.notify_all()
 
     # ------------------------------------------------------------------ values
 

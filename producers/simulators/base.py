@@ -1,8 +1,13 @@
-"""What every simulator shares: the bound address, the ``started`` check, the async context,
-and fault injection.
+"""What every simulator shares: the lifecycle (listen, tick, stop), the bound address, the
+async context, and fault injection.
 
-Subclasses set ``_server`` (None until started), ``_host`` and ``_port`` in ``start`` and
-implement ``start(host, port) -> int`` and ``stop()``; the protocol is all theirs.
+Lifecycle: :meth:`SimulatorServer.start` installs the wire-log filter, serves ``_handle``
+with ``_process_request`` (plus the simulator's ``_serve_options``) and starts a ticker that
+calls ``_tick`` every ``interval`` seconds (without bursting after it fell behind), plus any
+``_extra_tasks``; :meth:`SimulatorServer.stop` cancels those tasks, closes every connection
+(1001 going away) and stops listening. A subclass sets ``kind``, ``interval``,
+``_wire_logger`` and ``_wire_filter`` and implements ``_handle``, ``_process_request`` and
+``_tick``; the protocol is all theirs.
 
 Fault injection (the producers' fault matrix): :meth:`SimulatorServer.inject_fault` plans a
 clean close (close frame, code 1013 "try again later") or an abort (TCP connection dropped, no
@@ -22,13 +27,17 @@ was handed to the socket before the connection ended.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
+from websockets.http11 import Request
 
 __all__ = ["Fault", "FaultAction", "FaultPhase", "SimulatorServer"]
 
@@ -50,18 +59,109 @@ class Fault:
 class SimulatorServer:
     """Lifecycle shared by the simulators (one socket server each)."""
 
-    _server: Any
+    #: The family; names the ticker task and the log lines.
+    kind: ClassVar[str]
+    interval: float
+    _server: Server | None
     _host: str
     _port: int
+    _wire_logger: logging.Logger
+    _wire_filter: logging.Filter
     connections_accepted: int
     _fault_plan: dict[int, Fault]
     faults_applied: int = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        raise NotImplementedError
+        """Listen on ``host:port`` (0 picks a free port) and start ticking.
+
+        Returns:
+            The bound port.
+        """
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._before_start()
+        self._wire_logger.addFilter(self._wire_filter)
+        options: dict[str, Any] = {
+            "process_request": self._process_request,
+            "ping_interval": None,
+            "close_timeout": 2.0,
+            "logger": self._wire_logger,
+        }
+        options.update(self._serve_options())
+        self._server = await serve(self._handle, host, port, **options)
+        self._host = host
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        self._tasks = [
+            asyncio.create_task(self._run_ticker(), name=f"{self.kind}-simulator-ticker"),
+            *(asyncio.create_task(work) for work in self._extra_tasks()),
+        ]
+        self._log_started()
+        return self._port
 
     async def stop(self) -> None:
+        """Close every connection (1001 going away) and stop listening. Idempotent."""
+        tasks: list[asyncio.Task[None]] = self.__dict__.get("_tasks", [])
+        self._tasks = []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close(close_connections=True)
+            async with asyncio.timeout(10):
+                await server.wait_closed()
+            self._wire_logger.removeFilter(self._wire_filter)
+            self._logger.info("%s simulator stopped port=%d", self.kind, self._port)
+
+    # ------------------------------------------------------------------ hooks
+
+    async def _handle(self, connection: ServerConnection) -> None:
         raise NotImplementedError
+
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Any:  # Response | None, or an awaitable of it
+        raise NotImplementedError
+
+    async def _tick(self) -> None:
+        """One step of the simulation and its delivery to the connected clients."""
+        raise NotImplementedError
+
+    def _serve_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for ``websockets.serve`` (subprotocols, TLS, pings...)."""
+        return {}
+
+    def _before_start(self) -> None:
+        """Called first by :meth:`start`."""
+
+    def _extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        """Background work besides the ticker, cancelled by :meth:`stop`."""
+        return []
+
+    def _log_started(self) -> None:
+        self._logger.info(
+            "%s simulator listening url=%s interval_s=%g",
+            self.kind,
+            self._base_url(),
+            self.interval,
+        )
+
+    @property
+    def _logger(self) -> logging.Logger:
+        """The simulator module's own logger (its log lines keep their origin)."""
+        return logging.getLogger(type(self).__module__)
+
+    async def _run_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > self.interval:
+                next_at = loop.time()  # fell behind (suspended laptop): do not burst
+            await self._tick()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -86,7 +86,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -94,7 +94,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -358,6 +358,8 @@ class ValtronicsSimulator(SimulatorServer):
     to False to stop answering pings (a stalled upstream).
     """
 
+    kind = "valtronics"
+
     def __init__(
         self,
         token: str = "",
@@ -396,7 +398,7 @@ class ValtronicsSimulator(SimulatorServer):
         self.answer_pings = True
         self._clock = clock
         self._tokens: list[bytes] = []
-        self._mask = TokenMaskFilter()
+        self._mask = self._wire_filter = TokenMaskFilter()
         if token:
             self.add_token(token)
         self._rng = random.Random(seed)  # simulation, not crypto
@@ -417,7 +419,6 @@ class ValtronicsSimulator(SimulatorServer):
         self.received_messages: deque[ReceivedMessage] = deque(maxlen=10_000)
         self._clients: dict[ServerConnection, SimClient] = {}
         self._server: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._host = ""
         self._port = 0
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
@@ -431,27 +432,10 @@ class ValtronicsSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking; returns the port."""
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._wire_logger.addFilter(self._mask)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            ping_interval=None,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._tasks.append(asyncio.create_task(self._run_ticker(), name="valtronics-ticker"))
-        if self.variant == "server":
-            self._tasks.append(
-                asyncio.create_task(self._run_heartbeat(), name="valtronics-heartbeat")
-            )
+    def _extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._run_heartbeat()] if self.variant == "server" else []
+
+    def _log_started(self) -> None:
         logger.info(
             "valtronics simulator listening url=%s variant=%s devices=%d interval_s=%g",
             self.url,
@@ -459,23 +443,6 @@ class ValtronicsSimulator(SimulatorServer):
             len(self.devices),
             self.interval,
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._mask)
-            logger.info("valtronics simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -581,8 +548,8 @@ class ValtronicsSimulator(SimulatorServer):
                 if await self._fault(connection, client.number, item.phase):
                     return
                 continue
-            self.sent_frames.append(SentFrame(client.number, item))
             await connection.send(item)
+            self.sent_frames.append(SentFrame(client.number, item))  # written: recorded
             self.frames_sent += 1
             sent += 1
             if await self._fault(connection, client.number, "stream", sent):
@@ -610,16 +577,9 @@ class ValtronicsSimulator(SimulatorServer):
             logger.info("closing unauthenticated connection=%d", client.number)
             client.outbox.put_nowait(_Close(CloseCode.POLICY_VIOLATION, "authentication timeout"))
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            self._dispatch(self.next_tick_events())
-            self._expire_tokens()
+    async def _tick(self) -> None:
+        self._dispatch(self.next_tick_events())
+        self._expire_tokens()
 
     async def _run_heartbeat(self) -> None:
         while True:
