@@ -56,7 +56,7 @@ from pydantic import AwareDatetime, Field, SecretStr, ValidationInfo, field_vali
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from producers.backoff import Backoff
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
@@ -452,7 +452,7 @@ async def recover_cursor(
                 delay,
                 exc,
             )
-            if stop is not None and await _stopped_within(stop, delay):
+            if stop is not None and await sleep_unless_stopped(stop, delay):
                 return None
             if stop is None:
                 await asyncio.sleep(delay)
@@ -476,15 +476,6 @@ async def recover_cursor(
         recovered.after,
     )
     return recovered
-
-
-async def _stopped_within(stop: asyncio.Event, delay: float) -> bool:
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _text_pings(websocket: ClientConnection, interval: float, counters: ElementStats) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from producers.backoff import Backoff
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import now_ms
 from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter, redact_url
@@ -177,7 +177,7 @@ class LongPollClient:
                         _FILTER.redact(exc.reason),
                     )
                     connection += 1
-                    if await _wait_stop(stop, delay):
+                    if await sleep_unless_stopped(stop, delay):
                         break
                     continue
                 self._backoff.reset()
@@ -268,12 +268,3 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
-
-
-async def _wait_stop(stop: asyncio.Event, delay: float) -> bool:
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        return False
-    return True

@@ -91,7 +91,7 @@ from stomp.exception import InterruptedException, NotConnectedException, StompEx
 from stomp.listener import ConnectionListener
 from stomp.protocol import Protocol12
 
-from producers.backoff import Backoff
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import now_ms
 from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter
@@ -602,7 +602,7 @@ class StompClient:
                     delay,
                     ended.reason,
                 )
-            if await _wait_stop(stop, delay):
+            if await sleep_unless_stopped(stop, delay):
                 break
         logger.info("stopped source=%s url=%s", self.name, self.endpoint.shown)
 
@@ -1043,13 +1043,3 @@ def _close_reason(data: bytes | str) -> str:
     reason = payload[2:].decode("utf-8", "replace")
     text = f"closed by upstream code={code}"
     return f"{text} close_reason={_SECRET_FILTER.redact(reason)!r}" if reason else text
-
-
-async def _wait_stop(stop: asyncio.Event, delay: float) -> bool:
-    """Wait ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        return False
-    return True

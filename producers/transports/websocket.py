@@ -56,7 +56,7 @@ from websockets.exceptions import (
     WebSocketException,
 )
 
-from producers.backoff import Backoff
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import now_ms
 from producers.errors import SourceConfigError, UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter, redact_url
@@ -246,7 +246,7 @@ class WebSocketClient:
                     delay,
                     ended.reason,
                 )
-            if await _wait_stop(stop, delay):
+            if await sleep_unless_stopped(stop, delay):
                 break
         logger.info("stopped source=%s url=%s", self.name, self.shown_url)
 
@@ -494,16 +494,6 @@ def _retry_after(headers: Headers) -> float | None:
     except ValueError:
         return None  # an HTTP date: rare for WebSocket endpoints, fall back to backoff
     return seconds if seconds >= 0 else None
-
-
-async def _wait_stop(stop: asyncio.Event, delay: float) -> bool:
-    """Wait ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:
