@@ -47,7 +47,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus, urlencode
 
@@ -225,9 +225,12 @@ class ReplayCursor:
     """The greatest ``inserted_at`` published, and the event ids published at that instant.
 
     Pure (no I/O). ``after`` is the text to send as ``after=``, or None before any event.
+    ``known`` holds ids of events already published *after* the cursor (read back on start,
+    see :func:`recover_cursor`): a replay that brings them again skips them.
     """
 
     after: str | None = None
+    known: set[str] = field(default_factory=set, repr=False)
     _at: datetime | None = field(default=None, repr=False)
     _ids_at: set[str] = field(default_factory=set, repr=False)
 
@@ -259,7 +262,8 @@ class ReplayCursor:
         again = tuple(
             s.id
             for s in stamps
-            if s.id is not None and s.instant == self._at and s.id in self._ids_at
+            if s.id is not None
+            and ((s.instant == self._at and s.id in self._ids_at) or s.id in self.known)
         )
         duplicate = bool(document) and len(again) == len(document)
         return FrameInfo(key, tuple(stamps), again, duplicate)
@@ -366,6 +370,7 @@ async def run_element(
                 cursor.after,
                 counters.duplicates_total,
             )
+            cursor.advance(info.stamps)  # published before: a later reconnect starts after it
             return
         extra = {"duplicates": list(info.duplicate_ids)} if info.duplicate_ids else None
         await sink.send(info.key, build_envelope(source.name, frame, connection, extra))
@@ -410,12 +415,17 @@ async def recover_cursor(
     initial: str | None,
     stop: asyncio.Event | None = None,
 ) -> ReplayCursor | None:
-    """The cursor of the last run: the newest ``inserted_at`` this stream wrote to ``sink``.
+    """Where the last run stopped, read back from what this stream wrote to ``sink``.
 
-    Read back from the sink's own output (the raw topic, or the JSONL recording); ``initial``
-    (the configured ``after``) when there is none, or for sinks without a history. While Kafka
-    is unreachable it tries again with backoff (as the sink itself would), never starting live
-    instead: that would silently lose what the upstream inserted while the producer was down.
+    The sink's own output (the raw topic, or the JSONL recording) holds every envelope the
+    last run delivered, except possibly some of its last batch (see
+    :mod:`producers.sources.history`). So the cursor is set *before* the newest
+    :data:`~producers.sources.history.TAIL` envelopes (by receive time), and the events of
+    those are ``known``: the replay brings back what is missing and skips what is there. With
+    no output, or for sinks without a history, the cursor is ``initial`` (the configured
+    ``after``). While Kafka is unreachable it tries again with backoff (as the sink itself
+    would), never starting live instead: that would silently lose what the upstream inserted
+    while the producer was down.
 
     Returns:
         The cursor, or None when ``stop`` was set while waiting for Kafka.
@@ -423,14 +433,13 @@ async def recover_cursor(
     Raises:
         HistoryError: the recording exists but cannot be read.
     """
-    # Imported here: producers.sources.history imports producers.sink, which is fine, but keep
-    # this module importable without Kafka's client for the config loader.
-    from producers.sources.history import HistoryError, history_of
+    # Imported here: producers.config imports this module, and the history reader needs the
+    # sinks (and Kafka's client) only when a producer actually starts.
+    from producers.sources.history import TAIL, HistoryError, history_of
 
-    cursor = ReplayCursor(initial)
     history = history_of(sink)
     if history is None:
-        return cursor
+        return ReplayCursor(initial)
     probe = ReplayCursor()
 
     def ours(envelope: RawEnvelope) -> bool:
@@ -439,7 +448,7 @@ async def recover_cursor(
     retry = Backoff(1.0, 2.0, 30.0)
     while True:
         try:
-            newest = await history.newest(KIND, ours)
+            tail = await history.tail(KIND, ours, TAIL)
             break
         except HistoryError as exc:
             if not exc.retryable:
@@ -456,26 +465,36 @@ async def recover_cursor(
                 return None
             if stop is None:
                 await asyncio.sleep(delay)
-    stamps = sorted(
-        (s for envelope in newest for s in probe.inspect(envelope.payload).stamps),
-        key=lambda s: s.instant,
-    )
-    if not stamps:
+    if not tail:
         logger.info(
             "no earlier output of this stream; starting from the configured after "
             "source=%s after=%s",
             source.name,
             initial or "none (live only)",
         )
-        return cursor
-    recovered = ReplayCursor()
-    recovered.advance(stamps)
+        return ReplayCursor(initial)
+    # The server sends in inserted_at order (replays oldest first), so that is also the order
+    # the producer received and sent them in (receive times collide within a millisecond).
+    stamped = [(probe.inspect(e.payload).stamps, e) for e in tail]
+    stamped.sort(key=lambda pair: (max(s.instant for s in pair[0]), pair[1].received_at_ms))
+    settled, recent = stamped[:-TAIL], stamped[-TAIL:]
+    stamps = [s for frame_stamps, _ in recent for s in frame_stamps]
+    cursor = ReplayCursor()
+    if settled:
+        cursor.advance(settled[-1][0])
+    else:  # everything ever written is recent: start just before the oldest of it
+        oldest = min(s.instant for s in stamps) - timedelta(microseconds=1)
+        if source.after is not None and source.after < oldest:
+            oldest = source.after
+        cursor = ReplayCursor(format_after(oldest))
+    cursor.known = {s.id for s in stamps if s.id is not None}
     logger.info(
-        "resuming after the newest reading already written source=%s after=%s",
+        "resuming before the newest readings already written source=%s after=%s already_written=%d",
         source.name,
-        recovered.after,
+        cursor.after,
+        len(cursor.known),
     )
-    return recovered
+    return cursor
 
 
 async def _text_pings(websocket: ClientConnection, interval: float, counters: ElementStats) -> None:

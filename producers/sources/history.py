@@ -5,12 +5,18 @@ recording of ``streamwarden record``. No other store exists, so nothing can disa
 was actually delivered: an envelope the sink had buffered but not delivered when the process
 died is not in the history, and the upstream replays it.
 
-* Kafka: for every partition of the raw topic, the newest envelope of the stream that the
-  caller ``wants`` (read backwards in growing windows from the end, so a restart reads a few
+What may be missing is bounded: the Kafka sink delivers its buffer in batches of at most
+:data:`~producers.sink._MAX_BATCH` envelopes, one batch at a time, so when a producer dies only
+envelopes of its last batch can be missing, in any order across partitions (an earlier one lost,
+a later one acknowledged). Callers therefore read back the newest :data:`TAIL` envelopes, not
+just the newest one, and treat that tail as possibly incomplete.
+
+* Kafka: the newest ``count`` envelopes the caller ``wants`` of every partition of the raw
+  topic, read backwards from the end in growing windows (a restart reads a few thousand
   records, not the topic). Keys spread one stream over partitions; within a partition a
   stream's envelopes are in the order the producer sent them.
-* JSONL: the whole file, one line at a time (recordings are files a person chose to keep);
-  lines that are not envelopes (a line cut short by a crash) are skipped.
+* JSONL: the file's last ``count`` wanted lines (the file is read once, front to back); lines
+  that are not envelopes (a line cut short by a crash) are skipped.
 
 :func:`history_of` picks the reader that matches a sink; other sinks (tests' memory sinks)
 have no history.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +38,7 @@ from producers.errors import ProducerError
 from producers.sink import JsonlSink, KafkaSink
 
 __all__ = [
+    "TAIL",
     "EnvelopeHistory",
     "HistoryError",
     "JsonlHistory",
@@ -42,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 #: The first window read back from the end of a partition; it grows 4x per step.
 _FIRST_WINDOW = 64
+#: Envelopes to read back: at least the Kafka sink's largest batch (only the last batch of a
+#: killed producer can be partly missing).
+TAIL = 500
 
 
 class HistoryError(ProducerError):
@@ -62,8 +73,8 @@ Wanted = Callable[[RawEnvelope], bool]
 class EnvelopeHistory(Protocol):
     """Where a producer's earlier envelopes can be read back."""
 
-    async def newest(self, kind: str, wanted: Wanted) -> list[RawEnvelope]:
-        """The newest ``wanted`` envelopes: one per Kafka partition, or the file's last."""
+    async def tail(self, kind: str, wanted: Wanted, count: int) -> list[RawEnvelope]:
+        """The newest ``count`` ``wanted`` envelopes (of each Kafka partition), oldest first."""
         ...
 
 
@@ -83,8 +94,8 @@ class KafkaHistory:
         self.client_id = client_id
         self.request_timeout = request_timeout
 
-    async def newest(self, kind: str, wanted: Wanted) -> list[RawEnvelope]:
-        """The newest ``wanted`` envelope of every partition that has one.
+    async def tail(self, kind: str, wanted: Wanted, count: int) -> list[RawEnvelope]:
+        """The newest ``count`` ``wanted`` envelopes of every partition, partition by partition.
 
         Raises:
             HistoryError: Kafka could not be read within ``request_timeout``.
@@ -106,9 +117,7 @@ class KafkaHistory:
                     found: list[RawEnvelope] = []
                     partitions = await _partitions(self.bootstrap, self.client_id, topic)
                     for partition in sorted(partitions):
-                        envelope = await _newest_in_partition(consumer, topic, partition, wanted)
-                        if envelope is not None:
-                            found.append(envelope)
+                        found += await _tail_of_partition(consumer, topic, partition, wanted, count)
                     return found
                 finally:
                     await consumer.stop()
@@ -133,9 +142,9 @@ async def _partitions(bootstrap: str, client_id: str, topic: str) -> set[int]:
     return set(cluster.partitions_for_topic(topic) or ())
 
 
-async def _newest_in_partition(
-    consumer: object, topic: str, partition: int, wanted: Wanted
-) -> RawEnvelope | None:
+async def _tail_of_partition(
+    consumer: object, topic: str, partition: int, wanted: Wanted, count: int
+) -> list[RawEnvelope]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     assert isinstance(consumer, AIOKafkaConsumer)
@@ -143,11 +152,12 @@ async def _newest_in_partition(
     consumer.assign([tp])
     begin = (await consumer.beginning_offsets([tp]))[tp]
     high = (await consumer.end_offsets([tp]))[tp]
+    found: list[RawEnvelope] = []
     window = _FIRST_WINDOW
-    while high > begin:
+    while high > begin and len(found) < count:
         low = max(begin, high - window)
         consumer.seek(tp, low)
-        newest: RawEnvelope | None = None
+        chunk: list[RawEnvelope] = []
         position = low
         while position < high:
             batches = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
@@ -157,14 +167,13 @@ async def _newest_in_partition(
                     break
                 envelope = _decode(record.value)
                 if envelope is not None and wanted(envelope):
-                    newest = envelope
+                    chunk.append(envelope)
             if not batches:
                 position = await consumer.position(tp)
-        if newest is not None:
-            return newest
+        found = chunk + found
         high = low
         window *= 4
-    return None
+    return found[-count:]
 
 
 class JsonlHistory:
@@ -173,26 +182,26 @@ class JsonlHistory:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def newest(self, kind: str, wanted: Wanted) -> list[RawEnvelope]:
-        """The last ``wanted`` envelope of the file (none when the file does not exist).
+    async def tail(self, kind: str, wanted: Wanted, count: int) -> list[RawEnvelope]:
+        """The file's last ``count`` ``wanted`` envelopes (none when it does not exist).
 
         Raises:
             HistoryError: the file exists but cannot be read.
         """
-        newest: RawEnvelope | None = None
+        found: deque[RawEnvelope] = deque(maxlen=count)
         try:
             with self.path.open("rb") as file:
                 for line in file:
                     envelope = _decode(line.rstrip(b"\n"))
                     if envelope is not None and envelope.source == kind and wanted(envelope):
-                        newest = envelope
+                        found.append(envelope)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise HistoryError(
                 f"cannot read back the recording path={self.path}: {exc.strerror}"
             ) from exc
-        return [newest] if newest is not None else []
+        return list(found)
 
 
 def history_of(sink: object) -> EnvelopeHistory | None:
