@@ -28,7 +28,10 @@ Connection lifecycle and failure policy
       (wrong hostname, unknown CA) -> :class:`~producers.errors.UpstreamRejectedError`: retrying
       cannot fix either. Refused or dropped connections, timeouts, 5xx -> retried.
     * ``CONNECT`` with ``login``/``passcode`` from the credentials provider, which is called
-      again before every attempt so a refreshed token is picked up. An ``ERROR`` frame instead
+      again before every attempt so a refreshed token is picked up. A server that closes or
+      drops the socket right after the WebSocket handshake makes the ``CONNECT`` (or a
+      ``SUBSCRIBE``) send fail: what was received is published and the connection is retried
+      like any other drop. An ``ERROR`` frame instead
       of ``CONNECTED`` -> :class:`~producers.errors.UpstreamAuthError` (STOMP servers answer a
       bad login, passcode or virtual host this way). No answer within ``connect_timeout`` ->
       retried.

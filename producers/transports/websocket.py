@@ -5,6 +5,14 @@ reconnects with :class:`~producers.backoff.Backoff` (reset after a good connecti
 delivered a frame or stayed up ``stable_after`` seconds) and stops promptly when its ``stop``
 event is set. It never sends anything unless the source's ``on_open`` hook does.
 
+Nothing received is lost, whatever phase a connection ends in: the reader runs from the moment
+the handshake completes, beside the ``on_open`` hook (authentication, subscriptions), so frames
+the upstream pushes while the hook is still sending are published as they come; when the
+connection ends (close frame or dropped TCP connection, during the hook or later) the reader
+first hands out every frame websockets had already received. Frames received during the hook
+count for the connection (one that delivered frames is good and resets the backoff). A source
+that needs replies during its hook takes them from its ``on_frame``, never calls ``recv``.
+
 Failure policy (see :func:`default_status_policy`):
 
 * HTTP 401/403 at the handshake -> :class:`~producers.errors.UpstreamAuthError`, raised at once.

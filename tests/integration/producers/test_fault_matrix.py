@@ -121,6 +121,27 @@ FAMILIES: dict[str, Family] = {
         # subscribe/8: after the first of four subscriptions the server pushes 8 frames
         phases=(("handshake", 0), ("auth", 0), ("subscribe", 8), ("stream", 12)),
     ),
+    "valtronics-server": Family(
+        make=lambda: ValtronicsSimulator(
+            variant="server", interval=0.05, seed=3, heartbeat_interval=0.2
+        ),
+        source=lambda sim: ValtronicsSource(
+            name="valtronics-server-matrix",
+            kind="valtronics",
+            url=sim.url,
+            protocol="server",
+            subscriptions=[
+                {"channel": "telemetry", "device_id": 1},
+                {"channel": "telemetry", "device_id": 2},
+                {"channel": "telemetry", "device_id": 4},
+            ],
+            keepalive_interval=5.0,
+            reply_timeout=5.0,
+            **FAST,
+        ),
+        # subscribe/8: after the first subscribe_device the server pushes 8 frames
+        phases=(("handshake", 0), ("subscribe", 8), ("stream", 12)),
+    ),
     "hemis": Family(
         make=lambda: HemisSimulator(BUILDING, HEMIS_TOKEN, interval=0.05, seed=3),
         source=lambda sim: HemisSource(
