@@ -35,10 +35,14 @@ import aiohttp
 
 from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import now_ms
-from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter, redact_url
 from producers.sink import DeadLetterRoute, frame_excerpt
-from producers.transports.websocket import FrameHandler, StatusAction, default_status_policy
+from producers.transports.websocket import (
+    FrameHandler,
+    default_status_policy,
+    refusal_error,
+    retry_after_seconds,
+)
 
 __all__ = ["LongPollClient", "LongPollOptions", "LongPollStats"]
 
@@ -198,39 +202,22 @@ class LongPollClient:
                 if status in (200, 204):
                     body = await response.read()
                     return body if status == 200 and body.strip() else None
-                self._refused(status)
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                error = refusal_error(
+                    self.name,
+                    self.shown_url,
+                    status,
+                    default_status_policy(status),
+                    what="request",
+                )
+                if error is not None:
+                    raise error
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 raise _RetryableError(f"HTTP {status}", retry_after)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             text = str(exc)
             if not text and isinstance(exc, TimeoutError):
                 text = "no answer within poll_timeout"
             raise _RetryableError(f"{type(exc).__name__}: {text}".rstrip(": ")) from None
-
-    def _refused(self, status: int) -> None:
-        action = default_status_policy(status)
-        if action is StatusAction.AUTH:
-            logger.error(
-                "upstream refused the credentials; not retrying source=%s url=%s status=%d",
-                self.name,
-                self.shown_url,
-                status,
-            )
-            raise UpstreamAuthError(
-                f"source {self.name!r}: upstream refused the credentials: HTTP {status} "
-                f"url={self.shown_url}"
-            )
-        if action is StatusAction.REJECTED:
-            logger.error(
-                "upstream rejected the request; not retrying source=%s url=%s status=%d",
-                self.name,
-                self.shown_url,
-                status,
-            )
-            raise UpstreamRejectedError(
-                f"source {self.name!r}: upstream rejected the request: HTTP {status} "
-                f"url={self.shown_url}"
-            )
 
     async def _deliver(self, body: bytes, connection: int) -> None:
         limit = self.options.max_frame_bytes
@@ -258,13 +245,3 @@ class LongPollClient:
             frame = body
         self.stats.answers_total += 1
         await self._on_frame(frame, connection)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None

@@ -56,7 +56,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.datastructures import Headers
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidStatus,
@@ -79,6 +78,8 @@ __all__ = [
     "WebSocketClient",
     "WebSocketOptions",
     "default_status_policy",
+    "refusal_error",
+    "retry_after_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -410,34 +411,14 @@ class WebSocketClient:
 
     def _refused(self, exc: InvalidStatus) -> _Ended:
         status = exc.response.status_code
-        action = self._status_policy(status)
-        if action is StatusAction.AUTH:
-            logger.error(
-                "upstream refused the credentials; not retrying source=%s url=%s status=%d",
-                self.name,
-                self.shown_url,
-                status,
-            )
-            raise UpstreamAuthError(
-                f"source {self.name!r}: upstream refused the credentials: HTTP {status} "
-                f"url={self.shown_url}"
-            ) from exc
-        if action is StatusAction.REJECTED:
-            logger.error(
-                "upstream rejected the connection; not retrying source=%s url=%s status=%d",
-                self.name,
-                self.shown_url,
-                status,
-            )
-            raise UpstreamRejectedError(
-                f"source {self.name!r}: upstream rejected the connection: HTTP {status} "
-                f"url={self.shown_url}"
-            ) from exc
+        error = refusal_error(self.name, self.shown_url, status, self._status_policy(status))
+        if error is not None:
+            raise error from exc
         return _Ended(
             connected=False,
             good=False,
             reason=f"HTTP {status}",
-            retry_after=_retry_after(exc.response.headers),
+            retry_after=retry_after_seconds(exc.response.headers.get("Retry-After")),
         )
 
     def _closed_reason(self, exc: ConnectionClosed) -> str:
@@ -493,14 +474,42 @@ def _size_bytes(message: str | bytes, limit: int) -> int:
     return len(message.encode("utf-8", "surrogatepass"))
 
 
-def _retry_after(headers: Headers) -> float | None:
-    value = headers.get("Retry-After")
+def refusal_error(
+    name: str, shown_url: str, status: int, action: StatusAction, *, what: str = "connection"
+) -> UpstreamAuthError | UpstreamRejectedError | None:
+    """The error (logged) for an HTTP status that refuses us for good, or None to retry."""
+    if action is StatusAction.AUTH:
+        logger.error(
+            "upstream refused the credentials; not retrying source=%s url=%s status=%d",
+            name,
+            shown_url,
+            status,
+        )
+        return UpstreamAuthError(
+            f"source {name!r}: upstream refused the credentials: HTTP {status} url={shown_url}"
+        )
+    if action is StatusAction.REJECTED:
+        logger.error(
+            "upstream rejected the %s; not retrying source=%s url=%s status=%d",
+            what,
+            name,
+            shown_url,
+            status,
+        )
+        return UpstreamRejectedError(
+            f"source {name!r}: upstream rejected the {what}: HTTP {status} url={shown_url}"
+        )
+    return None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds; None when absent or an HTTP date (use backoff)."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare for WebSocket endpoints, fall back to backoff
+        return None
     return seconds if seconds >= 0 else None
 
 
