@@ -8,9 +8,10 @@ after a good connection, so one drop after hours of streaming retries quickly ag
 
 from __future__ import annotations
 
+import asyncio
 import random
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "sleep_unless_stopped"]
 
 
 class Backoff:
@@ -71,3 +72,13 @@ class Backoff:
             f"Backoff(initial={self.initial!r}, factor={self.factor!r}, "
             f"maximum={self.maximum!r}, attempts={self.attempts})"
         )
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, delay: float) -> bool:
+    """Wait ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -42,6 +42,10 @@ class DemoPaths:
     alerts: Path
 
 
+#: ``long-poll`` runs the aliunid producer over HTTP long polling instead of the WebSocket.
+ALIUNID_TRANSPORT_ENV = "STREAMWARDEN_DEMO_ALIUNID_TRANSPORT"
+
+
 class DemoError(RuntimeError):
     """A part of the demo failed; the message says which and shows its last log lines."""
 
@@ -102,6 +106,10 @@ def _start_parts(
             _say(out, f"{kind} simulator at {urls[kind]}")
         sources_file = workdir / "sources.yaml"
         entries = [FAMILIES[kind].entry(f"{kind}-demo", urls[kind]) for kind in kinds]
+        if os.environ.get(ALIUNID_TRANSPORT_ENV) == "long-poll":
+            _say(out, "aliunid over HTTP long polling")
+            aliunid = entries[kinds.index("aliunid")]
+            aliunid.update(transport="long-poll", url="http" + aliunid["url"][2:])
         sources_file.write_text(yaml.safe_dump({"sources": entries}), encoding="utf-8")
         worker_env = {
             **common,

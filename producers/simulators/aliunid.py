@@ -12,6 +12,14 @@ What it reproduces (docs/upstreams.md section 1):
   ..}}}``; ``structure`` frames again every ~30 ticks (the docs allow them at any time).
 * A client that sends any message is disconnected (close 1008, "client messages are not
   supported"). WebSocket pings are control frames, not messages, and are answered.
+* HTTP long polling on the same path (a ``GET`` without a WebSocket upgrade): the key in the
+  ``apiKey`` query parameter or the ``x-api-key`` header (both documented versions), 401
+  otherwise. Each answer is one ``data`` object (``application/json``) of the selected points;
+  a poller (one key and selection) gets every ``data`` object produced from its first poll on,
+  in order, one per request; the server holds a request up to ``long_poll_hold`` seconds and
+  answers ``204`` when nothing came (the real server's answer is not documented).
+  :meth:`AliunidSimulator.fail_polls` answers the next polls with an error status.
+  ``polled_frames`` records every object handed out, ``poll_auth`` how each poll sent the key.
 
 Values: measuring point 0, "EV charging hub", alternates deterministically between above 40 kW
 (the 4th to 13th tick of every 20, so first after 4 intervals) and below 30 kW (the other 10,
@@ -44,7 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -114,10 +122,13 @@ class AliunidSimulator(SimulatorServer):
         interval: seconds between data ticks.
         seed: makes point ids and values reproducible.
         extended_schema: add the unconfirmed Weidmüller-style keys and phase blocks.
+        long_poll_hold: longest time a long poll is held before a ``204``, seconds.
 
     Counters: ``connections_accepted``, ``frames_sent``, ``handshakes_rejected``,
     ``client_messages``. ``sent_frames`` keeps the last 10 000 frames written, per connection.
     """
+
+    kind = "aliunid"
 
     def __init__(
         self,
@@ -128,6 +139,7 @@ class AliunidSimulator(SimulatorServer):
         interval: float = 1.0,
         seed: int | None = None,
         extended_schema: bool = False,
+        long_poll_hold: float = 5.0,
     ) -> None:
         if measuring_points < 1:
             raise ValueError(f"measuring_points must be >= 1, got {measuring_points}")
@@ -148,12 +160,17 @@ class AliunidSimulator(SimulatorServer):
         self.handshakes_rejected = 0
         self.client_messages = 0
         self.sent_frames: deque[SentFrame] = deque(maxlen=10_000)
+        self.long_poll_hold = long_poll_hold
+        self.polls = 0
+        self.polled_frames: list[str] = []
+        self.poll_auth: list[str] = []
+        self._pollers: dict[tuple[str, ...], _Poller] = {}
+        self._poll_failures: deque[int] = deque()
         self._frames: list[tuple[str, str]] = []
         self._published_tick = 0
         self._tick_changed = asyncio.Condition()
         self._connections: set[ServerConnection] = set()
         self._server: Server | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._host = ""
         self._port = 0
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
@@ -161,49 +178,16 @@ class AliunidSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking.
+    def _serve_options(self) -> dict[str, Any]:
+        return {"open_timeout": self.long_poll_hold + 10.0}  # a long poll is held in the handshake
 
-        Returns:
-            The bound port.
-        """
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._wire_logger.addFilter(self._wire_filter)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            ping_interval=None,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._ticker = asyncio.create_task(self._run_ticker(), name="aliunid-simulator-ticker")
+    def _log_started(self) -> None:
         logger.info(
             "aliunid simulator listening url=%s points=%d interval_s=%g",
             self.url,
             len(self.points),
             self.interval,
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._wire_filter)
-            logger.info("aliunid simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -233,22 +217,72 @@ class AliunidSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ protocol
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         target = urlsplit(request.path)
         if target.path != self.path:
             self.handshakes_rejected += 1
             logger.info("handshake refused status=404 path=%s", redact_text(target.path))
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        long_poll = "websocket" not in request.headers.get("Upgrade", "").lower()
         keys = parse_qs(target.query, keep_blank_values=True).get("apiKey", [])
+        if long_poll:
+            headers = request.headers.get_all("x-api-key")
+            self.poll_auth.append("header" if headers else "query")
+            keys += headers
         if len(keys) != 1 or not hmac.compare_digest(keys[0].encode(), self._api_key):
             self.handshakes_rejected += 1
             logger.info("handshake refused status=401 reason=api key missing or wrong")
             return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+        if long_poll:
+            return await self._long_poll(connection, _requested_ids_of(request.path))
         return None
+
+    def fail_polls(self, *statuses: int) -> None:
+        """Answer the next long polls with these HTTP statuses, in order (e.g. 503, 401)."""
+        self._poll_failures.extend(statuses)
+
+    async def _long_poll(self, connection: ServerConnection, wanted: set[str]) -> Response:
+        self.polls += 1
+        if self._poll_failures:
+            status = HTTPStatus(self._poll_failures.popleft())
+            logger.info("long poll answered with an injected error status=%d", status.value)
+            return connection.respond(status, f"{status.phrase}\n")
+        selection = tuple(sorted(wanted))
+        poller = self._pollers.get(selection)
+        if poller is None:
+            poller = self._pollers[selection] = _Poller(set(selection))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.long_poll_hold
+        while not poller.queue and loop.time() < deadline:
+            if connection.transport.is_closing():
+                break
+            poller.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.2, max(0.0, deadline - loop.time()))):
+                    await poller.changed.wait()
+        if not poller.queue or connection.transport.is_closing():
+            return connection.respond(HTTPStatus.NO_CONTENT, "")
+        text = poller.queue.popleft()
+        self.polled_frames.append(text)
+        self.frames_sent += 1
+        response = connection.respond(HTTPStatus.OK, text)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _feed_pollers(self, frames: list[tuple[str, str]]) -> None:
+        for poller in self._pollers.values():
+            for point_id, text in frames:
+                if (not poller.ids or point_id in poller.ids) and _is_data(text):
+                    poller.queue.append(text)
+            poller.changed.set()
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
         number = self.connections_accepted
+        if await self._fault(connection, number, "handshake"):
+            return
         wanted = _requested_ids(connection)
         selected = [p for p in self.points if not wanted or p.id in wanted]
         self._connections.add(connection)
@@ -273,8 +307,12 @@ class AliunidSimulator(SimulatorServer):
         self, connection: ServerConnection, number: int, selected: list[MeasuringPoint]
     ) -> None:
         ids = {p.id for p in selected}
+        sent = 0
         for point in selected:
             await self._send(connection, number, self._structure_frame(point))
+            sent += 1
+            if await self._fault(connection, number, "stream", sent):
+                return
         seen = self._published_tick
         while True:
             async with self._tick_changed:
@@ -285,25 +323,22 @@ class AliunidSimulator(SimulatorServer):
             for point_id, text in frames:
                 if point_id in ids:
                     await self._send(connection, number, text)
+                    sent += 1
+                    if await self._fault(connection, number, "stream", sent):
+                        return
 
     async def _send(self, connection: ServerConnection, number: int, text: str) -> None:
-        self.sent_frames.append(SentFrame(number, text))
         await connection.send(text)
+        self.sent_frames.append(SentFrame(number, text))  # written: recorded
         self.frames_sent += 1
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            frames = self.next_tick_frames()
-            async with self._tick_changed:
-                self._frames = frames
-                self._published_tick = self.tick
-                self._tick_changed.notify_all()
+    async def _tick(self) -> None:
+        frames = self.next_tick_frames()
+        self._feed_pollers(frames)
+        async with self._tick_changed:
+            self._frames = frames
+            self._published_tick = self.tick
+            self._tick_changed.notify_all()
 
     # ------------------------------------------------------------------ values
 
@@ -408,8 +443,26 @@ def _requested_ids(connection: ServerConnection) -> set[str]:
     request = connection.request
     if request is None:
         return set()
-    ids: Iterable[str] = parse_qs(urlsplit(request.path).query).get("id", [])
+    return _requested_ids_of(request.path)
+
+
+def _requested_ids_of(path: str) -> set[str]:
+    ids: Iterable[str] = parse_qs(urlsplit(path).query).get("id", [])
     return {i.lower() for i in ids}
+
+
+def _is_data(text: str) -> bool:
+    document = orjson.loads(text)
+    return isinstance(document, dict) and document.get("type") == "data"
+
+
+@dataclass
+class _Poller:
+    """One long-polling client (a key and a selection): the data objects it has not fetched."""
+
+    ids: set[str]
+    queue: deque[str] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _dumps(document: dict[str, Any]) -> str:

@@ -58,7 +58,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
@@ -192,6 +192,8 @@ class ElementSimulator(SimulatorServer):
     ``idle_closes``, ``chaos_drops``, ``slow_clients_dropped``.
     """
 
+    kind = "element"
+
     def __init__(
         self,
         api_key: str,
@@ -254,7 +256,6 @@ class ElementSimulator(SimulatorServer):
         self.sent_frames: deque[SentFrame] = deque(maxlen=10_000)
         self._clients: dict[_Connection, _Client] = {}
         self._server: Server | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._host = ""
         self._port = 0
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
@@ -262,28 +263,10 @@ class ElementSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking.
+    def _serve_options(self) -> dict[str, Any]:
+        return {"create_connection": _Connection}
 
-        Returns:
-            The bound port.
-        """
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._wire_logger.addFilter(self._wire_filter)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            create_connection=_Connection,
-            ping_interval=None,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._ticker = asyncio.create_task(self._run_ticker(), name="element-simulator-ticker")
+    def _log_started(self) -> None:
         logger.info(
             "element simulator listening url=%s devices=%d interval_s=%g idle_timeout_s=%g",
             self.url,
@@ -299,22 +282,6 @@ class ElementSimulator(SimulatorServer):
             self.devices[1].id,
             ",".join(f"{d.name}:{d.id}" for d in self.devices),
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._wire_filter)
-            logger.info("element simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -405,6 +372,8 @@ class ElementSimulator(SimulatorServer):
         match = _PATH.match(target.path)
         assert match is not None  # checked in _process_request
         self.connections_accepted += 1
+        if await self._fault(connection, self.connections_accepted, "handshake"):
+            return
         socket: SocketKind = "readings" if match["socket"] == "readings" else "packets"
         client = _Client(
             self.connections_accepted, socket, self._scope_devices(match["scope"], match["id"])
@@ -466,11 +435,13 @@ class ElementSimulator(SimulatorServer):
                 )
                 connection.transport.abort()
                 return
-            self.sent_frames.append(SentFrame(client.number, text))
             await connection.send(text)
+            self.sent_frames.append(SentFrame(client.number, text))  # written: recorded
             client.event_frames += 1
             self.frames_sent += 1
             self.events_sent += count
+            if await self._fault(connection, client.number, "stream", client.event_frames):
+                return
 
     async def _watch_idle(self, connection: _Connection, number: int) -> None:
         loop = asyncio.get_running_loop()
@@ -487,15 +458,8 @@ class ElementSimulator(SimulatorServer):
                 return
             await asyncio.sleep(remaining)  # a deadline, re-checked: activity moves it
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            self._broadcast(self.next_tick_events())
+    async def _tick(self) -> None:
+        self._broadcast(self.next_tick_events())
 
     def _broadcast(self, events: list[HistoryEvent]) -> None:
         for connection, client in list(self._clients.items()):

@@ -87,7 +87,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
@@ -311,6 +311,7 @@ class _Session:
     last_received: float = 0.0
     last_sent: float = 0.0
     heartbeats_received: int = 0
+    messages_sent: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -344,6 +345,8 @@ class HemisSimulator(SimulatorServer):
     ``sent_frames`` keeps the last 10 000 MESSAGEs; ``connect_headers`` the CONNECT headers of
     every session (in memory only); ``handshake_hosts`` the HTTP Host of every handshake.
     """
+
+    kind = "hemis"
 
     def __init__(
         self,
@@ -394,7 +397,7 @@ class HemisSimulator(SimulatorServer):
         self._tokens: dict[str, float | None] = {token: None}
         self._first_token = token
         self._tokens_changed = asyncio.Event()
-        self._secret_filter = _WireFilter([token])
+        self._secret_filter = self._wire_filter = _WireFilter([token])
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
         self.tick = 0
         self._provider_count = 0
@@ -420,38 +423,23 @@ class HemisSimulator(SimulatorServer):
         self._tick_changed = asyncio.Condition()
         self._sessions: set[_Session] = set()
         self._server: Server | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._host = ""
         self._port = 0
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking.
-
-        Returns:
-            The bound port.
-        """
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
+    def _before_start(self) -> None:
         if self.token_ttl is not None and self._tokens.get(self._first_token) is None:
             self._tokens[self._first_token] = time.monotonic() + self.token_ttl
-        self._wire_logger.addFilter(self._secret_filter)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
-            select_subprotocol=self._select_subprotocol,
-            ssl=self._ssl,
-            ping_interval=None,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._ticker = asyncio.create_task(self._run_ticker(), name="hemis-simulator-ticker")
+
+    def _serve_options(self) -> dict[str, Any]:
+        return {
+            "subprotocols": [Subprotocol(s) for s in SUBPROTOCOLS],
+            "select_subprotocol": self._select_subprotocol,
+            "ssl": self._ssl,
+        }
+
+    def _log_started(self) -> None:
         logger.info(
             "hemis simulator listening url=%s building=%s interval_s=%g token_ttl_s=%s",
             self.url,
@@ -459,22 +447,6 @@ class HemisSimulator(SimulatorServer):
             self.interval,
             self.token_ttl,
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._secret_filter)
-            logger.info("hemis simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -574,6 +546,8 @@ class HemisSimulator(SimulatorServer):
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
         number = self.connections_accepted
+        if await self._fault(connection, number, "handshake"):
+            return
         now = time.monotonic()
         session = _Session(number, connection, f"session-{number}-{secrets.token_hex(4)}")
         session.last_received = session.last_sent = now
@@ -685,6 +659,9 @@ class HemisSimulator(SimulatorServer):
                 trailing_lf=self.trailing_lf,
             ),
         )
+        if await self._fault(session.connection, session.number, "auth"):
+            session.ended = True
+            return
         logger.info(
             "session open connection=%d send_heartbeat_ms=%d expect_heartbeat_ms=%d",
             session.number,
@@ -721,6 +698,20 @@ class HemisSimulator(SimulatorServer):
             await self._error(session, message, body, receipt)
             return
         session.subscriptions[ident] = destination
+        fault = self.planned_fault(session.number, "subscribe")
+        if fault is not None:
+            # Data flows before the RECEIPT (the client may still be subscribing), then the end.
+            pushed = 0
+            for _ in range(1000):  # a bound: every tick has data frames
+                for topic, body in self.next_tick_frames():
+                    if pushed < fault.frames and destination.endswith(f".{topic}"):
+                        await self._send_message(session, ident, destination, body)
+                        pushed += 1
+                if pushed >= fault.frames:
+                    break
+            await self._fault(session.connection, session.number, "subscribe")
+            session.ended = True
+            return
         await self._receipt(session, receipt)
 
     async def _receipt(self, session: _Session, receipt: str | None) -> None:
@@ -776,10 +767,15 @@ class HemisSimulator(SimulatorServer):
         async with session.send_lock:
             if session.ended or session.frozen:
                 return
-            self.sent_frames.append(SentFrame(session.number, destination, body, binary))
             await session.connection.send(frame if binary else frame.decode())
+            # Recorded once written (a send on a closing connection raises and writes nothing).
+            self.sent_frames.append(SentFrame(session.number, destination, body, binary))
             session.last_sent = time.monotonic()
             self.frames_sent += 1
+            session.messages_sent += 1
+            sent = session.messages_sent
+            if await self._fault(session.connection, session.number, "stream", sent):
+                session.ended = True
 
     async def _pump(self, session: _Session) -> None:
         seen = self._published_tick
@@ -845,19 +841,12 @@ class HemisSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ ticker and values
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            frames = self.next_tick_frames()
-            async with self._tick_changed:
-                self._frames = frames
-                self._published_tick = self.tick
-                self._tick_changed.notify_all()
+    async def _tick(self) -> None:
+        frames = self.next_tick_frames()
+        async with self._tick_changed:
+            self._frames = frames
+            self._published_tick = self.tick
+            self._tick_changed.notify_all()
 
     def next_tick_frames(self) -> list[tuple[str, str]]:
         """Advance one tick; return ``(topic, JSON body)`` pairs, topic ``data``/``management``.

@@ -52,7 +52,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -194,6 +194,8 @@ class NobilSimulator(SimulatorServer):
     the last 10 000 frames written, per connection.
     """
 
+    kind = "nobil"
+
     def __init__(
         self,
         api_key: str,
@@ -238,7 +240,6 @@ class NobilSimulator(SimulatorServer):
         self.sent_frames: deque[SentFrame] = deque(maxlen=10_000)
         self._clients: dict[ServerConnection, asyncio.Queue[str]] = {}
         self._server: Server | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._host = ""
         self._port = 0
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
@@ -246,28 +247,10 @@ class NobilSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking.
+    def _serve_options(self) -> dict[str, Any]:
+        return {"create_connection": _Connection, "ping_interval": self.server_ping_interval}
 
-        Returns:
-            The bound port.
-        """
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._wire_logger.addFilter(self._wire_filter)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            create_connection=_Connection,
-            ping_interval=self.server_ping_interval,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._ticker = asyncio.create_task(self._run_ticker(), name="nobil-simulator-ticker")
+    def _log_started(self) -> None:
         demo = self.stations[0]
         logger.info(
             "nobil simulator listening url=%s format=%s stations=%d interval_s=%g "
@@ -279,22 +262,6 @@ class NobilSimulator(SimulatorServer):
             demo.uuid,
             demo.connectors[0].evse_uid,
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._wire_filter)
-            logger.info("nobil simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -348,6 +315,8 @@ class NobilSimulator(SimulatorServer):
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
         number = self.connections_accepted
+        if await self._fault(connection, number, "handshake"):
+            return
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=_QUEUE_MAX)
         # Snapshot and registration happen together (no await in between), so the client gets
         # exactly the deltas that follow its snapshot.
@@ -372,21 +341,18 @@ class NobilSimulator(SimulatorServer):
     async def _send_frames(
         self, connection: ServerConnection, number: int, queue: asyncio.Queue[str]
     ) -> None:
+        sent = 0
         while True:
             text = await queue.get()
-            self.sent_frames.append(SentFrame(number, text))
             await connection.send(text)
+            self.sent_frames.append(SentFrame(number, text))  # written: recorded
             self.frames_sent += 1
+            sent += 1
+            if await self._fault(connection, number, "stream", sent):
+                return
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            self._broadcast(self.next_tick_frames())
+    async def _tick(self) -> None:
+        self._broadcast(self.next_tick_frames())
 
     def _broadcast(self, frames: list[str]) -> None:
         for connection, queue in list(self._clients.items()):

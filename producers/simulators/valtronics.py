@@ -86,7 +86,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -94,13 +94,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from producers.redact import redact_text
-from producers.simulators.base import SimulatorServer
+from producers.simulators.base import FaultPhase, SimulatorServer
 from producers.sources.valtronics import TokenMaskFilter, jwt_expiry
 
 __all__ = [
@@ -289,6 +289,13 @@ class _Close:
     reason: str
 
 
+@dataclass(frozen=True)
+class _Inject:
+    """Apply the planned fault of this phase once the frames queued before it are sent."""
+
+    phase: FaultPhase
+
+
 @dataclass
 class SimClient:
     """Protocol state of one client connection (the socket-free core).
@@ -310,7 +317,7 @@ class SimClient:
     subscriptions: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
     device_keys: list[Any] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
-    outbox: asyncio.Queue[str | _Close] | None = None
+    outbox: asyncio.Queue[str | _Close | _Inject] | None = None
 
 
 def make_jwt(claims: Mapping[str, Any], key: str = "valtronics-simulator") -> str:
@@ -351,6 +358,8 @@ class ValtronicsSimulator(SimulatorServer):
     to False to stop answering pings (a stalled upstream).
     """
 
+    kind = "valtronics"
+
     def __init__(
         self,
         token: str = "",
@@ -389,7 +398,7 @@ class ValtronicsSimulator(SimulatorServer):
         self.answer_pings = True
         self._clock = clock
         self._tokens: list[bytes] = []
-        self._mask = TokenMaskFilter()
+        self._mask = self._wire_filter = TokenMaskFilter()
         if token:
             self.add_token(token)
         self._rng = random.Random(seed)  # simulation, not crypto
@@ -398,6 +407,7 @@ class ValtronicsSimulator(SimulatorServer):
         self._alert_id = 100
         self._command_id = 0
         self.connections_accepted = 0
+        self._faults_queued: set[int] = set()
         self.frames_sent = 0
         self.handshakes_rejected = 0
         self.client_messages = 0
@@ -409,7 +419,6 @@ class ValtronicsSimulator(SimulatorServer):
         self.received_messages: deque[ReceivedMessage] = deque(maxlen=10_000)
         self._clients: dict[ServerConnection, SimClient] = {}
         self._server: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._host = ""
         self._port = 0
         self._wire_logger = logging.getLogger(f"{__name__}.wire")
@@ -423,27 +432,10 @@ class ValtronicsSimulator(SimulatorServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port) and start ticking; returns the port."""
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._wire_logger.addFilter(self._mask)
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            ping_interval=None,
-            close_timeout=2.0,
-            logger=self._wire_logger,
-        )
-        self._host = host
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        self._tasks.append(asyncio.create_task(self._run_ticker(), name="valtronics-ticker"))
-        if self.variant == "server":
-            self._tasks.append(
-                asyncio.create_task(self._run_heartbeat(), name="valtronics-heartbeat")
-            )
+    def _extra_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._run_heartbeat()] if self.variant == "server" else []
+
+    def _log_started(self) -> None:
         logger.info(
             "valtronics simulator listening url=%s variant=%s devices=%d interval_s=%g",
             self.url,
@@ -451,23 +443,6 @@ class ValtronicsSimulator(SimulatorServer):
             len(self.devices),
             self.interval,
         )
-        return self._port
-
-    async def stop(self) -> None:
-        """Close every connection (1001 going away) and stop listening. Idempotent."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close(close_connections=True)
-            async with asyncio.timeout(10):
-                await server.wait_closed()
-            self._wire_logger.removeFilter(self._mask)
-            logger.info("valtronics simulator stopped port=%d", self._port)
 
     @property
     def url(self) -> str:
@@ -527,6 +502,8 @@ class ValtronicsSimulator(SimulatorServer):
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.connections_accepted += 1
+        if await self._fault(connection, self.connections_accepted, "handshake"):
+            return
         request_path = urlsplit(connection.request.path).path if connection.request else "/ws"
         client = self.new_client(request_path)
         client.outbox = asyncio.Queue()
@@ -537,8 +514,18 @@ class ValtronicsSimulator(SimulatorServer):
         try:
             async for message in connection:
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                authenticated = client.authenticated
+                subscribed = len(client.subscriptions) + len(client.device_keys)
                 for reply in self.receive(client, text):
                     client.outbox.put_nowait(reply)
+                if (
+                    client.authenticated
+                    and not authenticated
+                    and self.planned_fault(client.number, "auth")
+                ):
+                    client.outbox.put_nowait(_Inject("auth"))
+                if len(client.subscriptions) + len(client.device_keys) > subscribed:
+                    self._subscribe_fault(client)
         except ConnectionClosed:
             pass
         finally:
@@ -551,14 +538,38 @@ class ValtronicsSimulator(SimulatorServer):
 
     async def _send_outbox(self, connection: ServerConnection, client: SimClient) -> None:
         assert client.outbox is not None
+        sent = 0
         while True:
             item = await client.outbox.get()
             if isinstance(item, _Close):
                 await connection.close(item.code, item.reason)
                 return
-            self.sent_frames.append(SentFrame(client.number, item))
+            if isinstance(item, _Inject):
+                if await self._fault(connection, client.number, item.phase):
+                    return
+                continue
             await connection.send(item)
+            self.sent_frames.append(SentFrame(client.number, item))  # written: recorded
             self.frames_sent += 1
+            sent += 1
+            if await self._fault(connection, client.number, "stream", sent):
+                return
+
+    def _subscribe_fault(self, client: SimClient) -> None:
+        """A fault planned during subscription: push data frames now, then apply it."""
+        fault = self.planned_fault(client.number, "subscribe")
+        if fault is None or client.outbox is None or client.number in self._faults_queued:
+            return
+        self._faults_queued.add(client.number)
+        pushed = 0
+        for _ in range(1000):  # a bound: every tick renders frames for a subscribed client
+            if pushed >= fault.frames:
+                break
+            for event in self.next_tick_events():
+                for frame in self.render(client, event)[: fault.frames - pushed]:
+                    client.outbox.put_nowait(frame)
+                    pushed += 1
+        client.outbox.put_nowait(_Inject("subscribe"))
 
     async def _auth_deadline(self, client: SimClient) -> None:
         await asyncio.sleep(self.auth_timeout)
@@ -566,16 +577,9 @@ class ValtronicsSimulator(SimulatorServer):
             logger.info("closing unauthenticated connection=%d", client.number)
             client.outbox.put_nowait(_Close(CloseCode.POLICY_VIOLATION, "authentication timeout"))
 
-    async def _run_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        while True:
-            next_at += self.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > self.interval:
-                next_at = loop.time()  # fell behind (suspended laptop): do not burst
-            self._dispatch(self.next_tick_events())
-            self._expire_tokens()
+    async def _tick(self) -> None:
+        self._dispatch(self.next_tick_events())
+        self._expire_tokens()
 
     async def _run_heartbeat(self) -> None:
         while True:

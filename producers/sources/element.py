@@ -23,8 +23,12 @@ replay) is published unchanged with their ids in ``meta["duplicates"]``, and the
 skips those events. (Asking for ``after`` + 1 µs instead would make an exclusive server skip
 events inserted exactly 1 µs after the cursor.) With an exclusive server, events inserted in the
 cursor's own microsecond but not yet received when the connection dropped cannot be recovered:
-a limit of ``after=`` itself. The cursor lives in memory: a restarted producer starts again from
-the configured ``after``.
+a limit of ``after=`` itself.
+
+Durable resume: on start the producer reads its cursor back from what it already wrote, the
+newest ``inserted_at`` of this stream in its raw topic (or in the JSONL recording of
+``streamwarden record``; see :mod:`producers.sources.history`), so a restarted (even killed)
+producer misses nothing the server still keeps and writes nothing twice.
 
 Envelopes: one frame -> one envelope, payload unchanged, even when the frame holds several
 events (a replay may batch them). Splitting would mean re-serializing, i.e. not publishing what
@@ -43,7 +47,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus, urlencode
 
@@ -52,11 +56,13 @@ from pydantic import AwareDatetime, Field, SecretStr, ValidationInfo, field_vali
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import RawEnvelope, now_ms
 from producers.redact import redact_url
 from producers.sink import DeadLetterRoute, EnvelopeSink
 from producers.sources.base import Seconds, SourceBase, check_websocket_url
 from producers.sources.common import websocket_options
+from producers.sources.history import TAIL, HistoryError, history_of
 from producers.transports.websocket import FrameHandler, WebSocketClient
 
 __all__ = [
@@ -221,9 +227,12 @@ class ReplayCursor:
     """The greatest ``inserted_at`` published, and the event ids published at that instant.
 
     Pure (no I/O). ``after`` is the text to send as ``after=``, or None before any event.
+    ``known`` holds ids of events already published *after* the cursor (read back on start,
+    see :func:`recover_cursor`): a replay that brings them again skips them.
     """
 
     after: str | None = None
+    known: set[str] = field(default_factory=set, repr=False)
     _at: datetime | None = field(default=None, repr=False)
     _ids_at: set[str] = field(default_factory=set, repr=False)
 
@@ -255,7 +264,8 @@ class ReplayCursor:
         again = tuple(
             s.id
             for s in stamps
-            if s.id is not None and s.instant == self._at and s.id in self._ids_at
+            if s.id is not None
+            and ((s.instant == self._at and s.id in self._ids_at) or s.id in self.known)
         )
         duplicate = bool(document) and len(again) == len(document)
         return FrameInfo(key, tuple(stamps), again, duplicate)
@@ -325,7 +335,10 @@ async def run_element(
     """
     counters = stats if stats is not None else ElementStats()
     initial = format_after(source.after) if source.after is not None else None
-    cursor = ReplayCursor(initial)
+    recovered = await recover_cursor(source, sink, initial, stop)
+    if recovered is None:
+        return  # stopped while waiting for Kafka
+    cursor = recovered
     text_keepalive = source.keepalive == "text"
     interval = source.ping_interval or IDLE_CLOSE_S / 2  # validated: always set
 
@@ -356,6 +369,7 @@ async def run_element(
                 cursor.after,
                 counters.duplicates_total,
             )
+            cursor.advance(info.stamps)  # published before: a later reconnect starts after it
             return
         extra = {"duplicates": list(info.duplicate_ids)} if info.duplicate_ids else None
         await sink.send(info.key, build_envelope(source.name, frame, connection, extra))
@@ -392,6 +406,90 @@ async def run_element(
         for task in list(pingers):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def recover_cursor(
+    source: ElementSource,
+    sink: EnvelopeSink,
+    initial: str | None,
+    stop: asyncio.Event | None = None,
+) -> ReplayCursor | None:
+    """Where the last run stopped, read back from what this stream wrote to ``sink``.
+
+    The sink's own output (the raw topic, or the JSONL recording) holds every envelope the
+    last run delivered, except possibly some of its last batch (see
+    :mod:`producers.sources.history`). So the cursor is set *before* the newest
+    :data:`~producers.sources.history.TAIL` envelopes (by receive time), and the events of
+    those are ``known``: the replay brings back what is missing and skips what is there. With
+    no output, or for sinks without a history, the cursor is ``initial`` (the configured
+    ``after``). While Kafka is unreachable it tries again with backoff (as the sink itself
+    would), never starting live instead: that would silently lose what the upstream inserted
+    while the producer was down.
+
+    Returns:
+        The cursor, or None when ``stop`` was set while waiting for Kafka.
+
+    Raises:
+        HistoryError: the recording exists but cannot be read.
+    """
+    history = history_of(sink)
+    if history is None:
+        return ReplayCursor(initial)
+    probe = ReplayCursor()
+
+    def ours(envelope: RawEnvelope) -> bool:
+        return envelope.stream == source.name and bool(probe.inspect(envelope.payload).stamps)
+
+    retry = Backoff(1.0, 2.0, 30.0)
+    while True:
+        try:
+            tail = await history.tail(KIND, ours, TAIL)
+            break
+        except HistoryError as exc:
+            if not exc.retryable:
+                raise
+            delay = retry.next_delay()
+            logger.warning(
+                "cannot read back where this stream stopped; retrying source=%s delay_s=%.2f "
+                "reason=%s",
+                source.name,
+                delay,
+                exc,
+            )
+            if stop is not None and await sleep_unless_stopped(stop, delay):
+                return None
+            if stop is None:
+                await asyncio.sleep(delay)
+    if not tail:
+        logger.info(
+            "no earlier output of this stream; starting from the configured after "
+            "source=%s after=%s",
+            source.name,
+            initial or "none (live only)",
+        )
+        return ReplayCursor(initial)
+    # The server sends in inserted_at order (replays oldest first), so that is also the order
+    # the producer received and sent them in (receive times collide within a millisecond).
+    stamped = [(probe.inspect(e.payload).stamps, e) for e in tail]
+    stamped.sort(key=lambda pair: (max(s.instant for s in pair[0]), pair[1].received_at_ms))
+    settled, recent = stamped[:-TAIL], stamped[-TAIL:]
+    stamps = [s for frame_stamps, _ in recent for s in frame_stamps]
+    cursor = ReplayCursor()
+    if settled:
+        cursor.advance(settled[-1][0])
+    else:  # everything ever written is recent: start just before the oldest of it
+        oldest = min(s.instant for s in stamps) - timedelta(microseconds=1)
+        if source.after is not None and source.after < oldest:
+            oldest = source.after
+        cursor = ReplayCursor(format_after(oldest))
+    cursor.known = {s.id for s in stamps if s.id is not None}
+    logger.info(
+        "resuming before the newest readings already written source=%s after=%s already_written=%d",
+        source.name,
+        cursor.after,
+        len(cursor.known),
+    )
+    return cursor
 
 
 async def _text_pings(websocket: ClientConnection, interval: float, counters: ElementStats) -> None:

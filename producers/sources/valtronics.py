@@ -567,6 +567,8 @@ class _Link:
     reauth_done: asyncio.Event = field(default_factory=asyncio.Event)
     expiry_warned: bool = False
     closing: bool = False
+    #: While the handshake runs, the transport's reader hands it every frame's control here.
+    replies: asyncio.Queue[Control] | None = field(default_factory=asyncio.Queue)
 
 
 class _NoReplyError(Exception):
@@ -626,7 +628,11 @@ class _ValtronicsProducer:
     async def on_frame(self, frame: str | bytes, number: int) -> None:
         control = await self.publish(frame, number)
         link = self.link
-        if link is not None and link.number == number:
+        if link is None or link.number != number:
+            return
+        if link.replies is not None:
+            link.replies.put_nowait(control)  # the handshake is running: it decides
+        else:
             self.handle(link, control, handshake=False)
 
     def handle(self, link: _Link, control: Control, *, handshake: bool) -> None:
@@ -733,8 +739,10 @@ class _ValtronicsProducer:
             await self._authenticate(link)
             await self._subscribe(link)
         except _Closing:
+            self._end_handshake(link)
             return
         except _NoReplyError as exc:
+            self._end_handshake(link)
             logger.warning(
                 "no reply from upstream; reconnecting source=%s connection=%d waiting_for=%s "
                 "reply_timeout_s=%g",
@@ -745,7 +753,14 @@ class _ValtronicsProducer:
             )
             self.close(link, _CLOSE_GOING_AWAY, f"no {exc} in time")
             return
+        self._end_handshake(link)
         self.spawn(self._keepalive(link))
+
+    def _end_handshake(self, link: _Link) -> None:
+        """From now on frames are handled as they come; act on those nobody waited for."""
+        replies, link.replies = link.replies, None
+        while replies is not None and not replies.empty() and not link.closing:
+            self.handle(link, replies.get_nowait(), handshake=False)
 
     async def _send(self, link: _Link, message: Mapping[str, Any]) -> None:
         text = _dumps(message).decode()
@@ -766,17 +781,18 @@ class _ValtronicsProducer:
     async def _await_reply(
         self, link: _Link, wanted: Callable[[Control], bool], what: str
     ) -> Control:
-        """Read (and publish) frames until one satisfies ``wanted``.
+        """Wait for a frame (read and published by the transport) that satisfies ``wanted``.
 
         Raises:
             _NoReplyError: none within ``reply_timeout``.
             _Closing: another frame made us close the connection.
-            ConnectionClosed: the connection ended (the transport reconnects).
         """
+        replies = link.replies
+        assert replies is not None  # only called during the handshake
         try:
             async with asyncio.timeout(self.source.reply_timeout):
                 while True:
-                    control = await self.publish(await link.websocket.recv(), link.number)
+                    control = await replies.get()
                     if wanted(control):
                         return control
                     self.handle(link, control, handshake=True)

@@ -28,7 +28,10 @@ Connection lifecycle and failure policy
       (wrong hostname, unknown CA) -> :class:`~producers.errors.UpstreamRejectedError`: retrying
       cannot fix either. Refused or dropped connections, timeouts, 5xx -> retried.
     * ``CONNECT`` with ``login``/``passcode`` from the credentials provider, which is called
-      again before every attempt so a refreshed token is picked up. An ``ERROR`` frame instead
+      again before every attempt so a refreshed token is picked up. A server that closes or
+      drops the socket right after the WebSocket handshake makes the ``CONNECT`` (or a
+      ``SUBSCRIBE``) send fail: what was received is published and the connection is retried
+      like any other drop. An ``ERROR`` frame instead
       of ``CONNECTED`` -> :class:`~producers.errors.UpstreamAuthError` (STOMP servers answer a
       bad login, passcode or virtual host this way). No answer within ``connect_timeout`` ->
       retried.
@@ -87,11 +90,11 @@ from typing import Any
 import websocket
 from stomp.adapter.ws import WSTransport
 from stomp.connect import BaseConnection, StompConnection12
-from stomp.exception import InterruptedException
+from stomp.exception import InterruptedException, NotConnectedException, StompException
 from stomp.listener import ConnectionListener
 from stomp.protocol import Protocol12
 
-from producers.backoff import Backoff
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import now_ms
 from producers.errors import UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter
@@ -128,6 +131,10 @@ class _StompSecretFilter(SecretFilter):
 _SECRET_FILTER = _StompSecretFilter(redact_credentials=True)
 for _name in (__name__, "stomp.py", "websocket"):
     logging.getLogger(_name).addFilter(_SECRET_FILTER)
+
+#: What sending a frame raises once the socket is gone (stomp.py's own check, websocket-client,
+#: the OS).
+_SEND_FAILURES = (StompException, websocket.WebSocketException, OSError)
 
 #: WebSocket subprotocols every known Hemis client and stompjs offer, best first.
 DEFAULT_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
@@ -403,6 +410,19 @@ class _Transport(WSTransport):  # type: ignore[misc]  # stomp.py ships no type i
         self.last_binary = opcode == websocket.ABNF.OPCODE_BINARY
         return bytes(data)
 
+    def send(self, encoded_frame: bytes) -> None:
+        """Send one frame as a text WebSocket frame; a failure is raised, not logged.
+
+        stomp.py's version logs every failed send at ERROR with a traceback before raising. A
+        send fails when the server has just closed or dropped the socket, which the caller
+        handles (the connection is retried) and reports once.
+        """
+        sock = self.socket
+        if sock is None:
+            raise NotConnectedException()
+        with self._WSTransport__socket_semaphore:
+            sock.send(encoded_frame, websocket.ABNF.OPCODE_TEXT)
+
     def disconnect_socket(self) -> None:
         """Close politely (close frame) and wake the receiver thread blocked in ``recv``.
 
@@ -585,7 +605,7 @@ class StompClient:
                     delay,
                     ended.reason,
                 )
-            if await _wait_stop(stop, delay):
+            if await sleep_unless_stopped(stop, delay):
                 break
         logger.info("stopped source=%s url=%s", self.name, self.endpoint.shown)
 
@@ -721,13 +741,17 @@ class _Session:
     async def run(self, credentials: StompCredentials) -> _Ended | None:
         client = self.client
         options = client.options
-        await asyncio.to_thread(
-            Protocol12.connect,
-            self.connection,
-            username=credentials.login,
-            passcode=credentials.passcode,
-            with_connect_command=True,
-        )
+        try:
+            await asyncio.to_thread(
+                Protocol12.connect,
+                self.connection,
+                username=credentials.login,
+                passcode=credentials.passcode,
+                with_connect_command=True,
+            )
+        except _SEND_FAILURES as exc:
+            # The server closed (or dropped) the socket right after the WebSocket handshake.
+            return await self._send_failed("CONNECT", exc)
         deadline = self.loop.time() + options.connect_timeout
         while True:
             event = await self._next(deadline)
@@ -753,7 +777,10 @@ class _Session:
             event.headers.get("heart-beat", "0,0"),
             self._redact(event.headers.get("server", "?")),
         )
-        receipts = await asyncio.to_thread(self._subscribe)
+        try:
+            receipts = await asyncio.to_thread(self._subscribe)
+        except _SEND_FAILURES as exc:
+            return await self._send_failed("SUBSCRIBE", exc)
         pending = dict(receipts)
         deadline = self.loop.time() + options.subscribe_timeout
         while True:
@@ -787,6 +814,25 @@ class _Session:
                 return self._ended(event.reason)
             elif isinstance(event, _Stop):
                 await self._stop()
+                return None
+
+    async def _send_failed(self, command: str, exc: Exception) -> _Ended | None:
+        """A frame could not be sent: the connection is gone. Publish what came, then retry.
+
+        The receiver thread reports how the connection ended (close code, drop); MESSAGE frames
+        it had already handed over are published by :meth:`close`.
+        """
+        reason = self.transport.end_reason or self._redact(f"{type(exc).__name__}: {exc}")
+        deadline = self.loop.time() + self.client.options.close_timeout
+        while True:
+            event = await self._next(deadline)
+            if event is None or isinstance(event, _Disconnected):
+                if isinstance(event, _Disconnected):
+                    reason = event.reason
+                return self._ended(f"{reason} (sending {command})")
+            if isinstance(event, _Message):
+                await self._publish(event)
+            elif isinstance(event, _Stop):
                 return None
 
     def _subscribe(self) -> list[tuple[str, str]]:
@@ -1000,13 +1046,3 @@ def _close_reason(data: bytes | str) -> str:
     reason = payload[2:].decode("utf-8", "replace")
     text = f"closed by upstream code={code}"
     return f"{text} close_reason={_SECRET_FILTER.redact(reason)!r}" if reason else text
-
-
-async def _wait_stop(stop: asyncio.Event, delay: float) -> bool:
-    """Wait ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        return False
-    return True

@@ -5,6 +5,14 @@ reconnects with :class:`~producers.backoff.Backoff` (reset after a good connecti
 delivered a frame or stayed up ``stable_after`` seconds) and stops promptly when its ``stop``
 event is set. It never sends anything unless the source's ``on_open`` hook does.
 
+Nothing received is lost, whatever phase a connection ends in: the reader runs from the moment
+the handshake completes, beside the ``on_open`` hook (authentication, subscriptions), so frames
+the upstream pushes while the hook is still sending are published as they come; when the
+connection ends (close frame or dropped TCP connection, during the hook or later) the reader
+first hands out every frame websockets had already received. Frames received during the hook
+count for the connection (one that delivered frames is good and resets the backoff). A source
+that needs replies during its hook takes them from its ``on_frame``, never calls ``recv``.
+
 Failure policy (see :func:`default_status_policy`):
 
 * HTTP 401/403 at the handshake -> :class:`~producers.errors.UpstreamAuthError`, raised at once.
@@ -49,7 +57,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.datastructures import Headers
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidStatus,
@@ -57,7 +64,7 @@ from websockets.exceptions import (
     WebSocketException,
 )
 
-from producers.backoff import Backoff
+from producers.backoff import Backoff, sleep_unless_stopped
 from producers.envelope import now_ms
 from producers.errors import SourceConfigError, UpstreamAuthError, UpstreamRejectedError
 from producers.redact import SecretFilter, redact_url
@@ -72,6 +79,8 @@ __all__ = [
     "WebSocketClient",
     "WebSocketOptions",
     "default_status_policy",
+    "refusal_error",
+    "retry_after_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -254,7 +263,7 @@ class WebSocketClient:
                     delay,
                     ended.reason,
                 )
-            if await _wait_stop(stop, delay):
+            if await sleep_unless_stopped(stop, delay):
                 break
         logger.info("stopped source=%s url=%s", self.name, self.shown_url)
 
@@ -296,7 +305,6 @@ class WebSocketClient:
         number = self.stats.connections_total
         loop = asyncio.get_running_loop()
         opened_at = loop.time()
-        frames = 0
         logger.info(
             "connected source=%s url=%s connection=%d attempt=%d",
             self.name,
@@ -304,31 +312,79 @@ class WebSocketClient:
             number,
             attempt,
         )
+        opener: asyncio.Future[None] | None = None
+        if self._on_open is not None:
+            # The hook (authentication, subscriptions) runs beside the reader, never instead of
+            # it: frames the upstream pushes while we are still sending are read and published,
+            # and a close during the hook ends the connection through the reader like any other.
+            opener = asyncio.ensure_future(self._on_open(websocket))
+        counted = _Counter()
         try:
-            if self._on_open is not None:
-                try:
-                    await self._on_open(websocket)
-                except ConnectionClosed as exc:
-                    return self._ended(0, loop.time() - opened_at, self._closed_reason(exc))
-            while True:
+            reason = await self._read(websocket, number, counted, opener)
+            return self._ended(counted.frames, loop.time() - opened_at, reason)
+        finally:
+            if opener is not None and not opener.done():
+                opener.cancel()
+            if opener is not None:
+                await asyncio.wait({opener})
+            await websocket.close()
+            if opener is not None and not opener.cancelled():
+                _reraise_unless_closed(opener)
+
+    async def _read(
+        self,
+        websocket: ClientConnection,
+        number: int,
+        counted: _Counter,
+        opener: asyncio.Future[None] | None,
+    ) -> str:
+        """Publish every frame until the connection ends; return why it ended.
+
+        This is the one place that guarantees that every frame received is published, whatever
+        phase the connection is in when it ends: websockets keeps handing out frames it had
+        already received after a close or an abort, and ``recv`` only raises once they are all
+        read. A failing ``opener`` (the source refused the upstream for good) ends the read.
+        """
+        options = self.options
+        while True:
+            if opener is None or opener.done():
+                if opener is not None and _failed(opener):
+                    return "the per-connection hook failed"
                 try:
                     async with asyncio.timeout(options.idle_timeout):
                         message = await websocket.recv()
                 except TimeoutError:
-                    reason = f"no frame for {options.idle_timeout:g}s (idle_timeout)"
-                    return self._ended(frames, loop.time() - opened_at, reason)
+                    return f"no frame for {options.idle_timeout:g}s (idle_timeout)"
                 except ConnectionClosed as exc:
-                    reason = self._closed_reason(exc)
-                    return self._ended(frames, loop.time() - opened_at, reason)
-                frames += 1
-                size = _size_bytes(message, options.max_frame_bytes)
-                if size > options.max_frame_bytes:
-                    await self._oversized(message, size, number)
-                    continue
-                self.stats.frames_total += 1
-                await self._on_frame(message, number)
-        finally:
-            await websocket.close()
+                    return self._closed_reason(exc)
+                await self._deliver(message, number, counted)
+                continue
+            receive: asyncio.Future[str | bytes] = asyncio.ensure_future(websocket.recv())
+            both: set[asyncio.Future[Any]] = {receive, opener}
+            try:
+                async with asyncio.timeout(options.idle_timeout):
+                    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    continue  # the hook finished first: read on without it
+                message = receive.result()
+            except TimeoutError:
+                return f"no frame for {options.idle_timeout:g}s (idle_timeout)"
+            except ConnectionClosed as exc:
+                return self._closed_reason(exc)
+            finally:
+                if not receive.done():
+                    receive.cancel()
+                    await asyncio.wait({receive})
+            await self._deliver(message, number, counted)
+
+    async def _deliver(self, message: str | bytes, number: int, counted: _Counter) -> None:
+        counted.frames += 1
+        size = _size_bytes(message, self.options.max_frame_bytes)
+        if size > self.options.max_frame_bytes:
+            await self._oversized(message, size, number)
+            return
+        self.stats.frames_total += 1
+        await self._on_frame(message, number)
 
     async def _oversized(self, message: str | bytes, size: int, number: int) -> None:
         """Count, log and (given a route) dead-letter a frame over ``max_frame_bytes``."""
@@ -363,34 +419,14 @@ class WebSocketClient:
 
     def _refused(self, exc: InvalidStatus) -> _Ended:
         status = exc.response.status_code
-        action = self._status_policy(status)
-        if action is StatusAction.AUTH:
-            logger.error(
-                "upstream refused the credentials; not retrying source=%s url=%s status=%d",
-                self.name,
-                self.shown_url,
-                status,
-            )
-            raise UpstreamAuthError(
-                f"source {self.name!r}: upstream refused the credentials: HTTP {status} "
-                f"url={self.shown_url}"
-            ) from exc
-        if action is StatusAction.REJECTED:
-            logger.error(
-                "upstream rejected the connection; not retrying source=%s url=%s status=%d",
-                self.name,
-                self.shown_url,
-                status,
-            )
-            raise UpstreamRejectedError(
-                f"source {self.name!r}: upstream rejected the connection: HTTP {status} "
-                f"url={self.shown_url}"
-            ) from exc
+        error = refusal_error(self.name, self.shown_url, status, self._status_policy(status))
+        if error is not None:
+            raise error from exc
         return _Ended(
             connected=False,
             good=False,
             reason=f"HTTP {status}",
-            retry_after=_retry_after(exc.response.headers),
+            retry_after=retry_after_seconds(exc.response.headers.get("Retry-After")),
         )
 
     def _closed_reason(self, exc: ConnectionClosed) -> str:
@@ -417,6 +453,28 @@ def is_clear_text(url: str) -> bool:
     )
 
 
+@dataclass
+class _Counter:
+    """Frames received on one connection (oversized ones included)."""
+
+    frames: int = 0
+
+
+def _failed(task: asyncio.Future[None]) -> bool:
+    """Whether ``task`` ended with an exception other than a closed connection."""
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    return exc is not None and not isinstance(exc, ConnectionClosed)
+
+
+def _reraise_unless_closed(task: asyncio.Future[None]) -> None:
+    """Raise what the per-connection hook raised; a closed connection is the reader's news."""
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, ConnectionClosed):
+        raise exc
+
+
 def _insecure_context() -> ssl.SSLContext:
     """A TLS context that accepts any certificate for any name (``tls_verify: false``)."""
     context = ssl.create_default_context()
@@ -434,25 +492,43 @@ def _size_bytes(message: str | bytes, limit: int) -> int:
     return len(message.encode("utf-8", "surrogatepass"))
 
 
-def _retry_after(headers: Headers) -> float | None:
-    value = headers.get("Retry-After")
+def refusal_error(
+    name: str, shown_url: str, status: int, action: StatusAction, *, what: str = "connection"
+) -> UpstreamAuthError | UpstreamRejectedError | None:
+    """The error (logged) for an HTTP status that refuses us for good, or None to retry."""
+    if action is StatusAction.AUTH:
+        logger.error(
+            "upstream refused the credentials; not retrying source=%s url=%s status=%d",
+            name,
+            shown_url,
+            status,
+        )
+        return UpstreamAuthError(
+            f"source {name!r}: upstream refused the credentials: HTTP {status} url={shown_url}"
+        )
+    if action is StatusAction.REJECTED:
+        logger.error(
+            "upstream rejected the %s; not retrying source=%s url=%s status=%d",
+            what,
+            name,
+            shown_url,
+            status,
+        )
+        return UpstreamRejectedError(
+            f"source {name!r}: upstream rejected the {what}: HTTP {status} url={shown_url}"
+        )
+    return None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds; None when absent or an HTTP date (use backoff)."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare for WebSocket endpoints, fall back to backoff
+        return None
     return seconds if seconds >= 0 else None
-
-
-async def _wait_stop(stop: asyncio.Event, delay: float) -> bool:
-    """Wait ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, _T]) -> _T | None:

@@ -338,6 +338,7 @@ async def test_drop_reauthenticates_and_resubscribes(
         {"channel": "devices"},
     ]
     sink = MemorySink()
+    handshake = 3 if variant == "server" else 5  # auth + subscribe_device x2 / subscribe x4
     async with ValtronicsSimulator(TOKEN, variant=variant, interval=0.05, seed=2) as sim:  # type: ignore[arg-type]
         async with producing(vsource(sim, subscriptions=subscriptions), sink):
             await sink.wait_for(
@@ -347,9 +348,14 @@ async def test_drop_reauthenticates_and_resubscribes(
                 )  # pings start after the subscriptions
             )
             assert await sim.drop_connections() == 1
-            await sink.wait_for(lambda items: devices_with_telemetry(items, 2) == {1, 4})
+            # Frames are read (and published) while the producer still subscribes.
+            await sink.wait_for(
+                lambda items: (
+                    devices_with_telemetry(items, 2) == {1, 4}
+                    and len(sim.messages_from(2)) >= handshake
+                )
+            )
         first, second = sim.messages_from(1), sim.messages_from(2)
-    handshake = 3 if variant == "server" else 5  # auth + subscribe_device x2 / subscribe x4
     assert first[0] == second[0] == AUTH
     assert second[:handshake] == first[:handshake]
     if variant == "doc":

@@ -426,3 +426,62 @@ async def test_websockets_debug_log_is_masked(caplog: pytest.LogCaptureFixture) 
     assert any(r.getMessage() == "> GET /live?token=*** HTTP/1.1" for r in wire)
     # (The scripted test server logs the raw token under websockets.server: not ours.)
     assert not [r for r in ours if "t0p-secret" in r.getMessage()]
+
+
+@pytest.mark.parametrize("ending", ["close", "abort"])
+async def test_frames_pushed_while_the_hook_still_sends_are_published(ending: str) -> None:
+    # The Valtronics case: the server pushes data after the first subscription, then ends the
+    # connection while the producer is still subscribing.
+    pushed = [f"data-{i}" for i in range(20)]
+    script = ["push-then-end", "stay"]
+
+    async def handler(ws: ServerConnection) -> None:
+        step = script.pop(0)
+        await ws.recv()  # the first subscription
+        if step == "push-then-end":
+            for frame in pushed:
+                await ws.send(frame)
+            if ending == "abort":
+                ws.transport.abort()
+            else:
+                await ws.close(1001)
+            return
+        await ws.send("second")
+        await ws.wait_closed()
+
+    async def subscribe_slowly(ws: ClientConnection) -> None:
+        for i in range(50):
+            await ws.send(f"subscribe-{i}")
+            await asyncio.sleep(0.02)
+
+    frames = Frames()
+    backoff = RecordingBackoff(0.01)
+    options = WebSocketOptions(stable_after=60.0)  # only frames make a connection good
+    async with server(handler) as url:
+        client = WebSocketClient(
+            url, frames, name="t", options=options, backoff=backoff, on_open=subscribe_slowly
+        )
+        async with running(client):
+            await frames.wait_for(len(pushed) + 1)
+    assert frames.items == [(f, 1) for f in pushed] + [("second", 2)]
+    assert client.stats.frames_total == len(pushed) + 1
+    assert backoff.calls[:2] == ["reset", "delay"]  # the first connection was good
+
+
+async def test_a_hook_that_refuses_the_upstream_ends_the_run() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("auth_response: refused")
+        await ws.wait_closed()
+
+    async def refuse(ws: ClientConnection) -> None:
+        await asyncio.sleep(0.05)
+        raise UpstreamAuthError("token refused")
+
+    frames = Frames()
+    async with server(handler) as url:
+        client = WebSocketClient(url, frames, name="t", options=OPTIONS, on_open=refuse)
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(UpstreamAuthError, match="token refused"):
+                await client.run(asyncio.Event())
+    assert frames.items == [("auth_response: refused", 1)]
+    assert client.stats.connections_total == 1

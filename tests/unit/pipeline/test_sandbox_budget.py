@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.unit.pipeline.alerting.test_notify_templates import HOSTILE
 
 from pipeline.alerting.templates import (
     ChannelTemplates,
@@ -29,6 +28,7 @@ from pipeline.rules.templates import (
     fit_texts,
     render,
 )
+from tests.unit.pipeline.alerting.test_notify_templates import HOSTILE
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -205,9 +205,10 @@ def test_every_problem_of_every_entry_is_reported_at_once(tmp_path: Path) -> Non
         f"{path}:11: sources[2]: url: 'http://example.com/live' is not a WebSocket URL; use "
         "ws://host/path or wss://host/path",
         f"{path}:12: sources[2]: api_key: expected a string, got a number; quote the value in YAML",
-        f"{path}:13: sources[2]: apikey: unknown key; allowed keys: api_key, backoff_initial, "
-        "backoff_max, idle_timeout, kind, max_frame_bytes, measuring_points, name, open_timeout, "
-        "ping_interval, stable_after, tls_insecure_acknowledged, tls_verify, url",
+        f"{path}:13: sources[2]: apikey: unknown key; allowed keys: api_key, api_key_in, "
+        "backoff_initial, backoff_max, error_delay, idle_timeout, kind, max_frame_bytes, "
+        "measuring_points, name, open_timeout, ping_interval, poll_timeout, stable_after, "
+        "tls_insecure_acknowledged, tls_verify, transport, url",
         f"{path}:15: sources[2]: backoff_max: must be at least backoff_initial (10s), got 1s",
         f"{path}:16: source 'aliunid-demo': name: duplicate source name; first defined at line 2",
         f"{path}:18: source 'aliunid-demo': url: 'ws://h/live?apiKey=***' must not have a query "
