@@ -30,6 +30,7 @@ from pipeline.app import build_app
 from pipeline.errors import RuleError
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier
+from pipeline.ops.wiring import attach_ops
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
 from pipeline.settings import PipelineSettings
@@ -280,6 +281,7 @@ def quiet_library_info(level: int) -> None:
 def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
     """Run the worker until SIGINT/SIGTERM. Raises SystemExit like faust's worker."""
     parts = build_worker(settings, config)
+    attach_ops(parts, settings, config.alerting.silences_file)  # /metrics, /readyz, page, history
     secrets = [c.url for c in config.channels.values()]
     install_secret_filter(secrets)
     # redirect_stdouts=False: the console channel prints to stdout, which must stay stdout.

@@ -1,0 +1,113 @@
+"""Attach the ops server and the notification history to a built worker, in one call.
+
+``attach_ops(parts, settings)`` is the worker's whole ops wiring (one hunk in
+:mod:`pipeline.worker`): it reads the parts through providers, binds the notification
+history to the faust producer once the app runs, and starts and stops the server with the
+app (a faust task whose cancellation at shutdown stops it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from pipeline.alerting.silences import SilenceError, list_silences
+from pipeline.ops.history import NOTIFICATIONS_TOPIC, HistoryWriter
+from pipeline.ops.readiness import parts_readiness
+from pipeline.ops.server import OpsServer
+from pipeline.ops.sources import WorkerSources
+from pipeline.settings import PipelineSettings
+
+__all__ = ["attach_ops", "sources_of"]
+
+logger = logging.getLogger(__name__)
+
+HISTORY_RETENTION = timedelta(days=14)
+"""How long Kafka keeps ``notifications.v1`` (declared on real Kafka only)."""
+
+
+def sources_of(parts: Any, silences_file: Any = None) -> WorkerSources:
+    """Providers over the worker's parts (public attributes only)."""
+    notifier = parts.notifier
+    stage = parts.stage
+
+    def silences() -> list[dict[str, Any]]:
+        if silences_file is None:
+            return []
+        now = int(time.time() * 1000)
+        try:
+            found = list_silences(silences_file, now_ms=now)
+        except SilenceError as exc:
+            return [{"id": "", "matchers": [], "state": f"unreadable: {exc}"}]
+        return [
+            {
+                "id": s.id,
+                "matchers": list(s.matchers),
+                "state": state,
+                "starts_at_ms": s.starts_at_ms,
+                "ends_at_ms": s.ends_at_ms,
+                "comment": s.comment,
+                "author": s.author,
+            }
+            for s, state in found
+        ]
+
+    return WorkerSources(
+        counters=parts.counters,
+        readiness=parts_readiness(parts),
+        channel_counters=notifier.channel_counters,
+        channels=tuple(sorted(parts.channels)),
+        outbox_depth=stage.pending,
+        silences=silences,
+    )
+
+
+def attach_ops(
+    parts: Any, settings: PipelineSettings, silences_file: Any = None
+) -> OpsServer | None:
+    """Wire the history into the notifier and run the ops server with the app.
+
+    Returns:
+        The server (started with the app), or None when ``STREAMWARDEN_OPS_ENABLED`` is false
+        (the history is written either way).
+    """
+    app = parts.app
+    history = HistoryWriter()
+    parts.notifier.history = history.notification
+
+    async def publish(key: bytes, value: bytes) -> object:
+        future = await app.producer.send(NOTIFICATIONS_TOPIC, key, value, None, None, None)
+        return await future
+
+    server = (
+        OpsServer(settings, sources_of(parts, silences_file), history=history)
+        if (settings.ops_enabled)
+        else None
+    )
+
+    topic = app.topic(
+        NOTIFICATIONS_TOPIC,
+        partitions=1,
+        key_type=bytes,
+        value_type=bytes,
+        retention=HISTORY_RETENTION,
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_ops() -> None:
+        if not settings.kafka_embedded:  # the embedded broker has it (topics.all_topics)
+            await topic.maybe_declare()
+        history.bind(publish)
+        if server is None:
+            return
+        await server.start()
+        try:
+            await asyncio.Event().wait()  # until the app stops and cancels its tasks
+        finally:
+            await history.close()
+            await server.stop()
+
+    return server
