@@ -384,7 +384,11 @@ def _register_subcommands() -> None:
     """Command groups kept in their own modules (one job each)."""
     from streamwarden.cli_chaos import chaos
     from streamwarden.cli_notify import notify, silence
+    from streamwarden.cli_ops import alerts, notifications, status
 
+    main.add_command(alerts)
+    main.add_command(notifications)
+    main.add_command(status)
     main.add_command(notify)
     main.add_command(silence)
     main.add_command(chaos)
