@@ -112,8 +112,8 @@ def produce(name: str) -> None:
     """
     from producers.config import find_source, load_sources, secrets_of
     from producers.errors import ProducerError
+    from producers.ops import run_with_ops
     from producers.redact import install_secret_filter
-    from producers.runner import run_source
     from producers.settings import ProducerSettings
     from producers.sink import KafkaSink
 
@@ -141,7 +141,7 @@ def produce(name: str) -> None:
             client_id=f"streamwarden-{name}",
         )
         try:
-            await run_source(source, sink, stop)
+            await run_with_ops(source, sink, stop)  # run_source with /metrics, /readyz
         finally:
             await sink.close()
 
