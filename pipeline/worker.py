@@ -46,6 +46,7 @@ from pipeline.topics import (
     changelog_topic,
     raw_topics,
 )
+from producers.logformat import apply_log_format
 from producers.redact import install_secret_filter
 
 logger = logging.getLogger(__name__)
@@ -267,6 +268,7 @@ class _Worker(faust.Worker):
     def on_setup_root_logger(self, _logger: logging.Logger, level: int) -> None:
         install_secret_filter(self.secrets)
         quiet_library_info(level)
+        apply_log_format()  # one format (STREAMWARDEN_LOG_FORMAT) for faust, mode, aiokafka, ours
 
 
 def quiet_library_info(level: int) -> None:

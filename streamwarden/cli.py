@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from producers.logformat import LogFormatError, apply_log_format
 from streamwarden.process import DIE_WITH_PARENT_ENV, die_with_parent
 
 
@@ -20,6 +21,10 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        apply_log_format()  # STREAMWARDEN_LOG_FORMAT=text|json; rebalance noise at INFO
+    except LogFormatError as exc:
+        _fail(f"configuration error: {exc}")
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -15,12 +15,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Literal
 
 import msgspec
 
 from pipeline.alerting.model import Notification
+from pipeline.models import AlertTransition
 from pipeline.topics import NOTIFICATIONS_TOPIC
 from producers.envelope import now_ms
 
@@ -183,6 +184,34 @@ class HistoryWriter:
         if outcome not in ("delivered", "failed", "suppressed"):
             raise ValueError(f"unknown notification outcome {outcome!r}")
         self.record(record_of(notification, outcome, reason))  # type: ignore[arg-type]
+
+    def suppressed(self, channel: str, alerts: Sequence[AlertTransition], why: str) -> None:
+        """Record alerts held back from ``channel`` (the dispatcher's suppression listener,
+        :class:`~pipeline.alerting.suppressed.SuppressionLog`)."""
+        for alert in alerts:
+            labels = {
+                **alert.labels,
+                "alertname": alert.rule,
+                "entity": alert.entity,
+                "severity": alert.severity,
+                "source": alert.source,
+            }
+            self.record(
+                NotificationRecord(
+                    id="",
+                    at_ms=now_ms(),
+                    channel=channel,
+                    outcome="suppressed",
+                    reason=why,
+                    kind=alert.state,
+                    rule=alert.rule,
+                    entity=alert.entity,
+                    severity=alert.severity,
+                    fingerprint=alert.fingerprint,
+                    fingerprints=(alert.fingerprint,),
+                    labels=labels,
+                )
+            )
 
     def pending(self) -> int:
         """Records waiting for the broker."""

@@ -77,6 +77,7 @@ def attach_ops(
     app = parts.app
     history = HistoryWriter()
     parts.notifier.history = history.notification
+    parts.stage.dispatcher.suppressions.listener = history.suppressed
 
     async def publish(key: bytes, value: bytes) -> object:
         future = await app.producer.send(NOTIFICATIONS_TOPIC, key, value, None, None, None)

@@ -52,6 +52,7 @@ def ops_env(fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str) -> d
         "STREAMWARDEN_PARTITIONS": "2",
         "STREAMWARDEN_APP_ID": app_id,
         "STREAMWARDEN_OPS_READY_MAX_LAG": "0",
+        "STREAMWARDEN_LOG_FORMAT": "json",
     }
 
 
@@ -139,6 +140,11 @@ async def test_ready_after_backlog_metrics_move_and_api_shows_alert(
         assert records[0]["rule"] == "ops-power-high"
         assert records[0]["entity"] == hot
         assert records[0]["labels"]["team"] == "ops-test"
+
+        # STREAMWARDEN_LOG_FORMAT=json: every line of the worker's log, faust's included.
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        loggers = {json.loads(line)["logger"].split(".")[0] for line in lines}
+        assert {"pipeline", "faust", "aiokafka"} <= loggers, loggers
 
         page_status, page = get(f"{base}/")
         assert page_status == 200 and b'id="firing"' in page
