@@ -283,7 +283,7 @@ def quiet_library_info(level: int) -> None:
 def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
     """Run the worker until SIGINT/SIGTERM. Raises SystemExit like faust's worker."""
     parts = build_worker(settings, config)
-    attach_ops(parts, settings, config.alerting.silences_file)  # /metrics, /readyz, page, history
+    attach_ops(parts, settings, config.alerting)  # /metrics, /readyz, page, history, watchdog
     secrets = [c.url for c in config.channels.values()]
     install_secret_filter(secrets)
     # redirect_stdouts=False: the console channel prints to stdout, which must stay stdout.

@@ -9,6 +9,7 @@ app (a faust task whose cancellation at shutdown stops it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -19,6 +20,7 @@ from pipeline.ops.history import NOTIFICATIONS_TOPIC, HistoryWriter
 from pipeline.ops.readiness import parts_readiness
 from pipeline.ops.server import OpsServer
 from pipeline.ops.sources import WorkerSources
+from pipeline.ops.watchdog import Watchdog
 from pipeline.settings import PipelineSettings
 
 __all__ = ["attach_ops", "sources_of"]
@@ -65,19 +67,24 @@ def sources_of(parts: Any, silences_file: Any = None) -> WorkerSources:
     )
 
 
-def attach_ops(
-    parts: Any, settings: PipelineSettings, silences_file: Any = None
-) -> OpsServer | None:
-    """Wire the history into the notifier and run the ops server with the app.
+def attach_ops(parts: Any, settings: PipelineSettings, alerting: Any = None) -> OpsServer | None:
+    """Wire the history into the notifier and the dispatcher, run the ops server and the
+    watchdog with the app.
+
+    Args:
+        parts: the built worker.
+        settings: ``ops_*`` settings, bootstrap, app id.
+        alerting: the loaded ``channels.yaml`` (silences file, watchdog), or None.
 
     Returns:
         The server (started with the app), or None when ``STREAMWARDEN_OPS_ENABLED`` is false
-        (the history is written either way).
+        (the history and the watchdog run either way).
     """
     app = parts.app
     history = HistoryWriter()
     parts.notifier.history = history.notification
     parts.stage.dispatcher.suppressions.listener = history.suppressed
+    silences_file = getattr(alerting, "silences_file", None)
 
     async def publish(key: bytes, value: bytes) -> object:
         future = await app.producer.send(NOTIFICATIONS_TOPIC, key, value, None, None, None)
@@ -85,9 +92,10 @@ def attach_ops(
 
     server = (
         OpsServer(settings, sources_of(parts, silences_file), history=history)
-        if (settings.ops_enabled)
+        if settings.ops_enabled
         else None
     )
+    watchdog = _watchdog(parts, settings, alerting, server)
 
     topic = app.topic(
         NOTIFICATIONS_TOPIC,
@@ -102,13 +110,38 @@ def attach_ops(
         if not settings.kafka_embedded:  # the embedded broker has it (topics.all_topics)
             await topic.maybe_declare()
         history.bind(publish)
-        if server is None:
-            return
-        await server.start()
+        if server is not None:
+            await server.start()
+        beating = asyncio.create_task(watchdog.run()) if watchdog is not None else None
         try:
             await asyncio.Event().wait()  # until the app stops and cancels its tasks
         finally:
+            if beating is not None:
+                beating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beating
             await history.close()
-            await server.stop()
+            if server is not None:
+                await server.stop()
 
     return server
+
+
+def _watchdog(
+    parts: Any, settings: PipelineSettings, alerting: Any, server: OpsServer | None
+) -> Watchdog | None:
+    spec = getattr(getattr(alerting, "spec", None), "watchdog", None)
+    if spec is None:
+        return None
+
+    def should_send() -> bool:
+        """This worker owns the notification stage and is ready."""
+        return bool(parts.stage.active) and (server is None or server.readiness()[0])
+
+    return Watchdog(
+        parts.notifier,
+        spec.channel,
+        spec.interval.total_seconds(),
+        settings.app_id,
+        should_send,
+    )

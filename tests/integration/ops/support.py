@@ -82,13 +82,19 @@ def new_entity() -> str:
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], tmp_path: Path, hook_url: str, name: str = "worker"
+    env: dict[str, str],
+    tmp_path: Path,
+    hook_url: str,
+    name: str = "worker",
+    channels_extra: str = "",
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     """A ``streamwarden worker`` with its ops port on a free port: ``(process, base url, log)``."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     channels = tmp_path / "channels.yaml"
-    channels.write_text("channels:\n  hook:\n    url_env: OPS_HOOK_URL\n", encoding="utf-8")
+    channels.write_text(
+        "channels:\n  hook:\n    url_env: OPS_HOOK_URL\n" + channels_extra, encoding="utf-8"
+    )
     port = free_port()
     log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
