@@ -63,8 +63,25 @@ def sources_of(parts: Any, silences_file: Any = None) -> WorkerSources:
         channel_counters=notifier.channel_counters,
         channels=tuple(sorted(parts.channels)),
         outbox_depth=stage.pending,
+        oldest_undelivered_ms=lambda: oldest_outbox_ms(stage),
         silences=silences,
     )
+
+
+def oldest_outbox_ms(stage: Any) -> int | None:
+    """Creation time of the oldest notification in the stage's outbox (``o:<id>`` entries of
+    its log table), or None when empty or when another worker owns the stage."""
+    if not getattr(stage, "active", False):
+        return None
+    oldest: int | None = None
+    for key in list(stage.log):
+        if not key.startswith("o:"):
+            continue
+        entry = stage.log.get(key)
+        created = getattr(getattr(entry, "notification", None), "created_ms", None)
+        if isinstance(created, int) and (oldest is None or created < oldest):
+            oldest = created
+    return oldest
 
 
 def attach_ops(parts: Any, settings: PipelineSettings, alerting: Any = None) -> OpsServer | None:
