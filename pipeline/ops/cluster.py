@@ -45,7 +45,14 @@ from pipeline.topics import (
     raw_topics,
 )
 
-__all__ = ["ClusterView", "GroupStatus", "PartitionLag", "group_status", "stage_groups"]
+__all__ = [
+    "ClusterView",
+    "GroupStatus",
+    "LagProbe",
+    "PartitionLag",
+    "group_status",
+    "stage_groups",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -208,24 +215,66 @@ def stage_groups(app_id: str) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+class LagProbe:
+    """Reads the stage groups' committed offsets and lag, over clients kept open between
+    reads (the worker probes every few seconds)."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def read(self, read_timeout: float = 15.0) -> list[GroupStatus]:
+        """Every stage's group status; connects on first use.
+
+        Raises:
+            TimeoutError: Kafka did not answer within ``read_timeout`` seconds (the clients
+                are dropped and made again on the next read).
+        """
+        try:
+            async with asyncio.timeout(read_timeout):
+                if self._consumer is None or self._admin is None:
+                    await self.close()
+                    consumer = stage_consumer(self._settings, None)
+                    admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
+                    try:
+                        await consumer.start()
+                        await admin.start()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await admin.close()
+                        await consumer.stop()
+                        raise
+                    self._consumer, self._admin = consumer, admin
+                return [
+                    await _one_group(
+                        self._consumer, self._admin, self._settings, stage, group, topics
+                    )
+                    for stage, group, topics in stage_groups(self._settings.app_id)
+                ]
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Disconnect (idempotent)."""
+        consumer, admin = self._consumer, self._admin
+        self._consumer = self._admin = None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+
 async def group_status(settings: PipelineSettings, read_timeout: float = 15.0) -> list[GroupStatus]:
     """Committed offsets and lag of every stage's group (see the module docstring)."""
-    groups = stage_groups(settings.app_id)
-    consumer = stage_consumer(settings, None)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    async with asyncio.timeout(read_timeout):
-        await consumer.start()
-        try:
-            await admin.start()
-            try:
-                return [
-                    await _one_group(consumer, admin, settings, stage, group, topics)
-                    for stage, group, topics in groups
-                ]
-            finally:
-                await admin.close()
-        finally:
-            await consumer.stop()
+    probe = LagProbe(settings)
+    try:
+        return await probe.read(read_timeout)
+    finally:
+        await probe.close()
 
 
 async def _one_group(

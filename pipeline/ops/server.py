@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.alerting.matchers import MatcherError, parse_matcher
 from pipeline.ops import page
 from pipeline.ops.alerts import StateFilter, select_alerts
-from pipeline.ops.cluster import ClusterView, GroupStatus, group_status
+from pipeline.ops.cluster import ClusterView, GroupStatus, LagProbe
 from pipeline.ops.history import HistoryWriter, NotificationRecord
 from pipeline.ops.metrics import WorkerCollector, new_registry, request_histogram
 from pipeline.ops.readiness import Check, evaluate, lag_checks
@@ -69,6 +69,8 @@ class OpsServer:
         self.sources = sources
         self.history = history
         self.view = ClusterView(settings)
+        self._probe = LagProbe(settings)
+        self._refreshing = asyncio.Lock()
         self._snapshot = _Snapshot()
         self.registry = new_registry()
         self.registry.register(
@@ -144,16 +146,19 @@ class OpsServer:
         if runner is not None:
             await runner.cleanup()
         await self.view.stop()
+        await self._probe.close()
         self._view_started = False
 
     async def refresh(self) -> None:
-        """Read Kafka once: the cluster view to its end and every stage group's lag."""
-        if not self._view_started:
-            await self.view.start()
-            self._view_started = True
-        await self.view.refresh(read_timeout=max(self.settings.ops_refresh_s * 10, 10.0))
-        groups = await group_status(self.settings)
-        self._snapshot = _Snapshot(groups, "", int(time.time() * 1000))
+        """Read Kafka once: the cluster view to its end and every stage group's lag (one
+        refresh at a time: the background loop and a caller share the clients)."""
+        async with self._refreshing:
+            if not self._view_started:
+                await self.view.start()
+                self._view_started = True
+            await self.view.refresh(read_timeout=max(self.settings.ops_refresh_s * 10, 10.0))
+            groups = await self._probe.read()
+            self._snapshot = _Snapshot(groups, "", int(time.time() * 1000))
 
     async def _refresh_loop(self) -> None:
         logged = ""
