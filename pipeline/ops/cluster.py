@@ -6,7 +6,12 @@ it changes nobody's offsets) and keeps the latest of each key:
 - the ``alert_state`` changelog: rule engine state of every partition, whichever worker owns
   it (``p<partition>|<fingerprint>`` -> engine state; a tombstone deletes);
 - ``alerts.v1``: the last transition of each fingerprint (severity and annotations);
-- ``notifications.v1``: the notification history.
+- ``notifications.v1``: the notification history;
+- ``deadletter.v1``: dead letters counted by stage and reason (the reason's words before the
+  first colon, so frame details do not make a series each).
+
+It also counts every transition on ``alerts.v1`` by rule and state. Both counts cover what
+the topics retain, and they are the same in every worker.
 
 :func:`group_status` reads consumer groups' committed offsets against the topics' end offsets
 (lag per partition) and, where the broker answers DescribeGroups, which member owns what.
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +44,7 @@ from pipeline.settings import PipelineSettings
 from pipeline.topics import (
     ALERT_STATE_TABLE,
     ALERTS_TOPIC,
+    DEADLETTER_TOPIC,
     MEASUREMENTS_TOPIC,
     STATES_TOPIC,
     all_topics,
@@ -56,6 +63,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+class _DeadLetterHead(msgspec.Struct):
+    """The fields every dead letter has (the pipeline's and the producers')."""
+
+    stage: str
+    reason: str
+
+
+_dead_letter_decoder = msgspec.json.Decoder(_DeadLetterHead)
+
 HISTORY_KEPT = 5_000
 """Notification history records a view keeps (the newest)."""
 
@@ -73,6 +90,10 @@ class ClusterView:
         self.state: dict[str, EngineState] = {}
         self.transitions: dict[str, AlertTransition] = {}
         self.history: list[NotificationRecord] = []
+        self.transition_counts: Counter[tuple[str, str]] = Counter()
+        """Transitions on ``alerts.v1`` by (rule, state)."""
+        self.dead_letter_counts: Counter[tuple[str, str]] = Counter()
+        """Records on ``deadletter.v1`` by (stage, reason kind)."""
         self._history_kept = history_kept
         self._consumer: AIOKafkaConsumer | None = None
         self.refreshed_at: float | None = None
@@ -85,7 +106,9 @@ class ClusterView:
         await consumer.start()
         try:
             tps = await _partitions(
-                consumer, self._settings, [self.state_topic, ALERTS_TOPIC, NOTIFICATIONS_TOPIC]
+                consumer,
+                self._settings,
+                [self.state_topic, ALERTS_TOPIC, NOTIFICATIONS_TOPIC, DEADLETTER_TOPIC],
             )
             consumer.assign(tps)
             if tps:
@@ -152,8 +175,13 @@ class ClusterView:
             elif topic == ALERTS_TOPIC and value is not None:
                 alert = decode_alert(value)
                 self.transitions[alert.fingerprint] = alert
+                self.transition_counts[(alert.rule, alert.state)] += 1
             elif topic == NOTIFICATIONS_TOPIC and value is not None:
                 self.history.append(decode_record(value))
+            elif topic == DEADLETTER_TOPIC and value is not None:
+                head = _dead_letter_decoder.decode(value)
+                kind = head.reason.split(":", 1)[0].strip()[:60]
+                self.dead_letter_counts[(head.stage, kind)] += 1
         except (StateFormatError, msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
             self.undecodable += 1
 

@@ -16,6 +16,8 @@ Metric names (all prefixed ``streamwarden_``):
 ``outbox_depth``                                      notifications waiting in this worker
 ``oldest_undelivered_age_seconds``                    age of the oldest of them
 ``alerts{rule,severity,state}``                       alerts in progress (cluster-wide)
+``alert_transitions_total{rule,state}``               transitions on alerts.v1 (cluster-wide)
+``dead_letters_total{stage,reason}``                  records on deadletter.v1 (cluster-wide)
 ``consumer_lag{stage,topic,partition}``               end offset minus committed offset
 ``consumer_committed_offset{stage,topic,partition}``  the group's committed offset
 ``ready``, ``ready_check{check}``                     1 when ready / per check
@@ -163,6 +165,22 @@ class WorkerCollector(Collector):
             )
             for (rule, severity, state), count in sorted(counts.items()):
                 alerts.add_metric([rule, severity, state], float(count))
+            transitions = CounterMetricFamily(
+                f"{PREFIX}_alert_transitions",
+                "Transitions on alerts.v1 by rule and state (cluster-wide, what the topic holds)",
+                labels=["rule", "state"],
+            )
+            for (rule, state), count in sorted(view.transition_counts.items()):
+                transitions.add_metric([rule, state], float(count))
+            yield transitions
+            dead = CounterMetricFamily(
+                f"{PREFIX}_dead_letters",
+                "Records on deadletter.v1 by stage and reason (cluster-wide)",
+                labels=["stage", "reason"],
+            )
+            for (stage, reason), count in sorted(view.dead_letter_counts.items()):
+                dead.add_metric([stage, reason], float(count))
+            yield dead
             if view.refreshed_at is not None:
                 yield GaugeMetricFamily(
                     f"{PREFIX}_cluster_view_age_seconds",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.topics import all_topics
@@ -40,6 +41,15 @@ def _samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def _produce_raw(bootstrap: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait("raw.aliunid.v1", value, key=b"bad")
+    finally:
+        await producer.stop()
 
 
 @pytest.fixture
@@ -95,6 +105,7 @@ async def test_ready_after_backlog_metrics_move_and_api_shows_alert(
 
         hot = new_entity()
         await produce_frames(fresh_broker.bootstrap, hot, [55.0, 56.0])
+        await _produce_raw(fresh_broker.bootstrap, b"this is not an envelope")
         received = hook.wait_for(1, 60)
         assert received, log.read_text()[-3000:]
 
@@ -110,7 +121,19 @@ async def test_ready_after_backlog_metrics_move_and_api_shows_alert(
                 severity="critical",
                 state="firing",
             )
-            return samples if sent >= 1 and firing >= 1 else None
+            dead = sum(
+                v
+                for (n, labels), v in samples.items()
+                if n == "streamwarden_dead_letters_total" and dict(labels)["stage"] == "normalize"
+            )
+            transitions = _value(
+                samples,
+                "streamwarden_alert_transitions_total",
+                rule="ops-power-high",
+                state="firing",
+            )
+            ok = sent >= 1 and firing >= 1 and dead >= 1 and transitions == 1
+            return samples if ok else None
 
         after = wait_until("metrics moved", sent_counted, 60, proc, log)
         moved = sum(v for (n, _l), v in after.items() if n == "streamwarden_worker_events_total")
