@@ -51,6 +51,9 @@ class PipelineSettings(BaseSettings):
         ops_host, ops_port: where; port 0 picks a free one (logged). Loopback by default.
         ops_ready_max_lag: a stage whose group lags more records than this is not ready.
         ops_refresh_s: how often the ops view re-reads Kafka (alert state, history, lag).
+        ops_follow_state: the ops view reads every rule state write of the cluster (pending
+            alerts of every worker on the page) instead of firing alerts from ``alerts.v1``
+            plus this worker's own state; costs a decode per state write.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
@@ -79,6 +82,7 @@ class PipelineSettings(BaseSettings):
     ops_port: int = Field(default=9300, ge=0, le=65535)
     ops_ready_max_lag: int = Field(default=1000, ge=0)
     ops_refresh_s: float = Field(default=2.0, gt=0)
+    ops_follow_state: bool = False
 
     @property
     def effective_fetch_max_wait_ms(self) -> int:

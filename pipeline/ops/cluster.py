@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,14 @@ from pipeline.agents.evaluate import evaluate_group
 from pipeline.agents.normalize import normalize_group
 from pipeline.models import AlertTransition, decode_alert
 from pipeline.ops.history import NOTIFICATIONS_TOPIC, NotificationRecord, decode_record
-from pipeline.rules.state import EngineState, StateFormatError, decode_state
+from pipeline.rules.state import (
+    AlertState,
+    EngineState,
+    Phase,
+    StateFormatError,
+    Subject,
+    decode_state,
+)
 from pipeline.settings import PipelineSettings
 from pipeline.topics import (
     ALERT_STATE_TABLE,
@@ -82,10 +89,25 @@ class ClusterView:
 
     Args:
         settings: bootstrap and app id (the changelog's name derives from it).
+        follow_state: read the alert state changelog (every rule state write of the cluster:
+            the CLI does, once). Without it, :meth:`entries` are the firing alerts of
+            ``alerts.v1`` (cluster-wide, cheap: transitions are few) overlaid with
+            ``local_entries`` (exact state, pending alerts included, of the partitions this
+            worker owns), so a worker does not decode the whole cluster's state writes.
+        local_entries: this worker's own rule state entries.
     """
 
-    def __init__(self, settings: PipelineSettings, *, history_kept: int = HISTORY_KEPT) -> None:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        history_kept: int = HISTORY_KEPT,
+        follow_state: bool = True,
+        local_entries: Callable[[], Iterable[tuple[str, EngineState]]] | None = None,
+    ) -> None:
         self._settings = settings
+        self.follow_state = follow_state
+        self._local_entries = local_entries
         self.state_topic = changelog_topic(settings.app_id, ALERT_STATE_TABLE)
         self.state: dict[str, EngineState] = {}
         self.transitions: dict[str, AlertTransition] = {}
@@ -108,7 +130,12 @@ class ClusterView:
             tps = await _partitions(
                 consumer,
                 self._settings,
-                [self.state_topic, ALERTS_TOPIC, NOTIFICATIONS_TOPIC, DEADLETTER_TOPIC],
+                [
+                    *([self.state_topic] if self.follow_state else []),
+                    ALERTS_TOPIC,
+                    NOTIFICATIONS_TOPIC,
+                    DEADLETTER_TOPIC,
+                ],
             )
             consumer.assign(tps)
             if tps:
@@ -186,8 +213,23 @@ class ClusterView:
             self.undecodable += 1
 
     def entries(self) -> Iterable[tuple[str, EngineState]]:
-        """``(fingerprint, state)`` of every alert state entry."""
-        return self.state.items()
+        """``(fingerprint, state)`` of the alert state entries (see ``follow_state``)."""
+        if self.follow_state:
+            return self.state.items()
+        merged: dict[str, EngineState] = {
+            fingerprint: _firing_entry(alert)
+            for fingerprint, alert in self.transitions.items()
+            if alert.state == "firing"
+        }
+        if self._local_entries is not None:
+            merged.update(self._local_entries())
+        return merged.items()
+
+
+def _firing_entry(alert: AlertTransition) -> AlertState:
+    """A firing alert's entry as its last transition describes it."""
+    subject = Subject(alert.entity, alert.source, alert.stream, alert.metric, "", alert.labels)
+    return AlertState(alert.rule, 0, subject, Phase("firing", alert.ts_ms, alert.value))
 
 
 async def _partitions(

@@ -68,7 +68,9 @@ class OpsServer:
         self.settings = settings
         self.sources = sources
         self.history = history
-        self.view = ClusterView(settings)
+        self.view = ClusterView(
+            settings, follow_state=settings.ops_follow_state, local_entries=sources.local_entries
+        )
         self._probe = LagProbe(settings)
         self._refreshing = asyncio.Lock()
         self._snapshot = _Snapshot()

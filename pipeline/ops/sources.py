@@ -3,9 +3,11 @@ not restructured for it (they keep their own objects; the worker hands in callab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.rules.state import EngineState
 
 __all__ = ["WorkerSources"]
 
@@ -37,6 +39,7 @@ class WorkerSources:
         oldest_undelivered_ms: creation time of the oldest notification not yet delivered, or
             None.
         silences: the silences file's entries as JSON objects.
+        local_entries: ``(fingerprint, rule state)`` of the partitions this worker owns.
     """
 
     counters: Mapping[str, int]
@@ -46,4 +49,5 @@ class WorkerSources:
     outbox_depth: Callable[[], int] = _zero
     oldest_undelivered_ms: Callable[[], int | None] = lambda: None
     silences: Callable[[], list[dict[str, Any]]] = _no_silences
+    local_entries: Callable[[], Iterable[tuple[str, EngineState]]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from pipeline.ops.readiness import parts_readiness
 from pipeline.ops.server import OpsServer
 from pipeline.ops.sources import WorkerSources
 from pipeline.ops.watchdog import Watchdog
+from pipeline.rules.state import EngineState, StateFormatError, decode_state
 from pipeline.settings import PipelineSettings
 
 __all__ = ["attach_ops", "sources_of"]
@@ -64,8 +65,23 @@ def sources_of(parts: Any, silences_file: Any = None) -> WorkerSources:
         channels=tuple(sorted(parts.channels)),
         outbox_depth=stage.pending,
         oldest_undelivered_ms=lambda: oldest_outbox_ms(stage),
+        local_entries=lambda: local_rule_state(parts.runtimes),
         silences=silences,
     )
+
+
+def local_rule_state(runtimes: Any) -> list[tuple[str, EngineState]]:
+    """``(fingerprint, state)`` of the rule state this worker holds (keys
+    ``p<partition>|<fingerprint>`` of its changelog table), decoded on demand."""
+    out: list[tuple[str, EngineState]] = []
+    for key, value in list(runtimes.table.data.items()):
+        if value is None:
+            continue
+        try:
+            out.append((bytes(key).decode().split("|", 1)[-1], decode_state(value)))
+        except (StateFormatError, UnicodeError):
+            continue
+    return out
 
 
 def oldest_outbox_ms(stage: Any) -> int | None:

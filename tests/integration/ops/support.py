@@ -33,6 +33,15 @@ rules:
     labels: {team: ops-test}
     summary: "{{ entity }} draws {{ value }} kW"
     channels: [hook]
+  - name: ops-power-sustained
+    type: threshold
+    match:
+      source: aliunid
+      metric: sys.kW
+    condition: {op: ">", value: 50}
+    for: 1h
+    severity: warning
+    channels: [hook]
 """
 
 

@@ -119,7 +119,8 @@ async def test_page_shows_firing_alert_notifications_and_stages(
             for stage in ("normalize", "evaluate", "notify"):
                 assert stage in stages
             assert "no silences" in browser.find_element(By.ID, "silences").text
-            assert "nothing pending" in browser.find_element(By.ID, "pending").text
+            pending = browser.find_element(By.ID, "pending").text
+            assert "ops-power-sustained" in pending and hot in pending and warm not in pending
             # No external assets: every resource the page loaded came from the worker.
             resources = browser.execute_script(
                 "return performance.getEntriesByType('resource').map(e => e.name)"

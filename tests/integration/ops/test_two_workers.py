@@ -144,8 +144,11 @@ async def _agree(env: dict[str, str], hot: list[str], hook: object, a: tuple, b:
         from_cli = _cli_json(["alerts", "--state", "firing"], env)
         assert isinstance(from_cli, list)
         assert sorted(from_cli, key=key) == sorted(firing_a, key=key)
-        one = _cli_json(["alerts", f"entity={hot[0]}"], env)
+        one = _cli_json(["alerts", f"entity={hot[0]}", "--state", "firing"], env)
         assert [a["entity"] for a in one] == [hot[0]]  # type: ignore[index]
+        pending = _cli_json(["alerts", "--state", "pending"], env)
+        assert sorted(a["entity"] for a in pending) == sorted(hot)  # type: ignore[union-attr]
+        assert {a["rule"] for a in pending} == {"ops-power-sustained"}  # type: ignore[union-attr]
         table = _cli(["alerts", "--state", "firing"], env)
         assert table.returncode == 0 and "ops-power-high" in table.stdout
         assert all(e in table.stdout for e in hot)

@@ -151,6 +151,10 @@ async def test_ready_after_backlog_metrics_move_and_api_shows_alert(
         assert alert["annotations"]["summary"] == f"{hot} draws 55.0 kW"
         assert alert["since_ms"] <= int(time.time() * 1000)
         assert get_json(f"{base}/api/alerts?filter=entity%3D{quiet}") == []
+        pending = get_json(f"{base}/api/alerts?state=pending")
+        assert [(a["rule"], a["entity"], a["value"]) for a in pending] == [
+            ("ops-power-sustained", hot, 55.0)
+        ]
         status, body = get(f"{base}/api/alerts?filter=bad")
         assert status == 400 and b"no operator" in body
 
