@@ -265,7 +265,8 @@ def status(as_json: bool) -> None:
             )
     click.echo(_table(("STAGE", "GROUP", "PARTITION", "OWNER", "END", "COMMITTED", "LAG"), rows))
     for g in groups:
-        click.echo(f"{g.stage}: members={len(g.members)} lag={g.lag}")
+        members = "unknown (the broker does not describe groups)" if g.members is None else ""
+        click.echo(f"{g.stage}: members={members or len(g.members or [])} lag={g.lag}")
     click.echo("")
     if not channels:
         click.echo("no notification history yet")

@@ -267,7 +267,8 @@ class GroupStatus:
 
     stage: str
     group: str
-    members: list[dict[str, Any]] = field(default_factory=list)
+    members: list[dict[str, Any]] | None = None
+    """None: the broker does not answer DescribeGroups (the embedded one does not)."""
     partitions: list[PartitionLag] = field(default_factory=list)
 
     @property
@@ -383,13 +384,14 @@ async def _one_group(
 
 async def _members(
     admin: AIOKafkaAdminClient, group: str
-) -> tuple[list[dict[str, Any]], dict[tuple[str, int], str]]:
-    """Members of ``group`` with their partitions, if the broker answers DescribeGroups."""
+) -> tuple[list[dict[str, Any]] | None, dict[tuple[str, int], str]]:
+    """Members of ``group`` with their partitions; None if the broker does not answer
+    DescribeGroups."""
     try:
         responses = await admin.describe_consumer_groups([group])
     except Exception as exc:
         logger.debug("describe groups failed group=%s error=%s", group, exc)
-        return [], {}
+        return None, {}
     members: list[dict[str, Any]] = []
     owners: dict[tuple[str, int], str] = {}
     for response in responses:
