@@ -31,11 +31,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producers.envelope import RawEnvelope
+from producers.httpserve import Served, serve
 from producers.sink import EnvelopeSink
 
 __all__ = ["ConnectionCounter", "MeteredSink", "ProducerOps", "ProducerOpsSettings"]
-
-logger = logging.getLogger(__name__)
 
 
 class ProducerOpsSettings(BaseSettings):
@@ -187,7 +186,7 @@ class ProducerOps:
         self.connections = ConnectionCounter(source)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
         self.port: int | None = None
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -223,29 +222,10 @@ class ProducerOps:
                 web.get("/readyz", self._readyz),
             ]
         )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.ops_host, self.settings.ops_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            logger.error(
-                "ops port not served, the producer runs without it source=%s port=%d error=%s",
-                self.source,
-                self.settings.ops_port,
-                exc.strerror or exc,
-            )
-            return
-        self._runner = runner
-        sockets = getattr(getattr(site, "_server", None), "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.ops_port
-        logger.info(
-            "ops server listening source=%s url=http://%s:%d/metrics",
-            self.source,
-            self.settings.ops_host,
-            self.port,
+        self._served = await serve(
+            app, self.settings.ops_host, self.settings.ops_port, f"source={self.source}"
         )
+        self.port = self._served.port if self._served is not None else None
 
     async def run(self, source: Any, stop: Any) -> None:
         """:func:`producers.runner.run_source` into :attr:`sink`, serving the port meanwhile."""
@@ -260,9 +240,9 @@ class ProducerOps:
     async def stop(self) -> None:
         """Stop serving and counting (idempotent)."""
         logging.getLogger("producers.transports").removeHandler(self.connections)
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        served, self._served = self._served, None
+        if served is not None:
+            await served.stop()
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(

@@ -234,16 +234,7 @@ def status(as_json: bool) -> None:
             entry["last_reason"] = record.reason
     document = {
         "app_id": settings.app_id,
-        "stages": [
-            {
-                "stage": g.stage,
-                "group": g.group,
-                "lag": g.lag,
-                "members": g.members,
-                "partitions": [p.__dict__ for p in g.partitions],
-            }
-            for g in groups
-        ],
+        "stages": [g.to_json() for g in groups],
         "channels": channels,
     }
     if as_json:

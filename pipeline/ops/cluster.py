@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -270,6 +271,16 @@ class GroupStatus:
     members: list[dict[str, Any]] | None = None
     """None: the broker does not answer DescribeGroups (the embedded one does not)."""
     partitions: list[PartitionLag] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON shape of ``/api/status`` and ``streamwarden status --json``."""
+        return {
+            "stage": self.stage,
+            "group": self.group,
+            "lag": self.lag,
+            "members": self.members,
+            "partitions": [dataclasses.asdict(p) for p in self.partitions],
+        }
 
     @property
     def lag(self) -> int:

@@ -36,6 +36,7 @@ from pipeline.ops.readiness import Check, evaluate, lag_checks
 from pipeline.ops.sources import WorkerSources
 from pipeline.rules.duration import parse_duration
 from pipeline.settings import PipelineSettings
+from producers.httpserve import Served, serve
 
 __all__ = ["OpsServer"]
 
@@ -85,7 +86,7 @@ class OpsServer:
             )
         )
         self._latency = request_histogram(self.registry)
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._view_started = False
         self.port: int | None = None
@@ -109,25 +110,10 @@ class OpsServer:
                 web.get("/api/overview", self._overview),
             ]
         )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.ops_host, self.settings.ops_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            logger.error(
-                "ops port not served, the worker runs without it host=%s port=%d error=%s",
-                self.settings.ops_host,
-                self.settings.ops_port,
-                exc.strerror or exc,
-            )
-        else:
-            self._runner = runner
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else self.settings.ops_port
-            logger.info("ops server listening url=%s", self.url)
+        self._served = await serve(
+            app, self.settings.ops_host, self.settings.ops_port, f"worker {self.settings.app_id}"
+        )
+        self.port = self._served.port if self._served is not None else None
         self._refresher = asyncio.create_task(self._refresh_loop(), name="ops-refresh")
 
     @property
@@ -144,9 +130,9 @@ class OpsServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        served, self._served = self._served, None
+        if served is not None:
+            await served.stop()
         await self.view.stop()
         await self._probe.close()
         self._view_started = False
@@ -272,16 +258,7 @@ class OpsServer:
         groups = self._snapshot.groups or []
         channels = self.sources.channel_counters()
         return {
-            "stages": [
-                {
-                    "stage": g.stage,
-                    "group": g.group,
-                    "lag": g.lag,
-                    "members": g.members,
-                    "partitions": [p.__dict__ for p in g.partitions],
-                }
-                for g in groups
-            ],
+            "stages": [g.to_json() for g in groups],
             "channels": {
                 name: channels.get(name, {})
                 for name in sorted(set(self.sources.channels) | set(channels))

@@ -45,6 +45,19 @@ rules:
 """
 
 
+def broker_env(broker: Any, app_id: str, partitions: int) -> dict[str, str]:
+    """The worker's Kafka settings for ``broker`` (a BrokerHandle), its topics created."""
+    from pipeline.topics import all_topics
+
+    broker.create_topics({t.name: t.partitions for t in all_topics(app_id, partitions)})
+    return {
+        "STREAMWARDEN_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "STREAMWARDEN_KAFKA_EMBEDDED": "true" if broker.is_embedded else "false",
+        "STREAMWARDEN_PARTITIONS": str(partitions),
+        "STREAMWARDEN_APP_ID": app_id,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

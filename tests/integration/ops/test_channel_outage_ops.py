@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.topics import all_topics
 from tests.integration.conftest import BrokerHandle
 from tests.integration.ops.support import (
+    broker_env,
     get,
     get_json,
     new_entity,
@@ -53,13 +53,7 @@ async def test_outage_shows_in_metrics_and_history_then_recovers(
     fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str
 ) -> None:
     app_id = f"sw-outage-{unique_suffix}"
-    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, 1)})
-    env = {
-        "STREAMWARDEN_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
-        "STREAMWARDEN_KAFKA_EMBEDDED": "true" if fresh_broker.is_embedded else "false",
-        "STREAMWARDEN_PARTITIONS": "1",
-        "STREAMWARDEN_APP_ID": app_id,
-    }
+    env = broker_env(fresh_broker, app_id, 1)
     entity = new_entity()
     with (
         webhook_server() as hook,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.topics import all_topics
 from tests.conftest import require_service
 from tests.integration.conftest import BrokerHandle
 from tests.integration.ops.support import (
+    broker_env,
     get,
     new_entity,
     produce_frames,
@@ -64,13 +64,7 @@ async def test_page_shows_firing_alert_notifications_and_stages(
     from selenium.webdriver.support.ui import WebDriverWait
 
     app_id = f"sw-page-{unique_suffix}"
-    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, 2)})
-    env = {
-        "STREAMWARDEN_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
-        "STREAMWARDEN_KAFKA_EMBEDDED": "true" if fresh_broker.is_embedded else "false",
-        "STREAMWARDEN_PARTITIONS": "2",
-        "STREAMWARDEN_APP_ID": app_id,
-    }
+    env = broker_env(fresh_broker, app_id, 2)
     hot, warm = new_entity(), new_entity()
     with (
         webhook_server() as hook,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.topics import all_topics
 from tests.conftest import require_service
 from tests.integration.conftest import BrokerHandle
 from tests.integration.ops.support import (
+    broker_env,
     free_port,
     get,
     new_entity,
@@ -35,13 +35,7 @@ async def test_prometheus_scrapes_the_worker(
         require_service("prometheus", "install Debian's prometheus package (.ci/run does)")
     assert binary is not None
     app_id = f"sw-prom-{unique_suffix}"
-    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, 1)})
-    env = {
-        "STREAMWARDEN_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
-        "STREAMWARDEN_KAFKA_EMBEDDED": "true" if fresh_broker.is_embedded else "false",
-        "STREAMWARDEN_PARTITIONS": "1",
-        "STREAMWARDEN_APP_ID": app_id,
-    }
+    env = broker_env(fresh_broker, app_id, 1)
     with (
         webhook_server() as hook,
         worker_process(env, tmp_path, hook.url("/prom")) as (proc, base, log),

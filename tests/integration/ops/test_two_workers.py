@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.topics import all_topics, partition_of
+from pipeline.topics import partition_of
 from tests.integration.conftest import BrokerHandle
 from tests.integration.ops.support import (
+    broker_env,
     get,
     get_json,
     new_entity,
@@ -52,12 +53,8 @@ async def test_cli_and_both_workers_agree(
     fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str
 ) -> None:
     app_id = f"sw-two-{unique_suffix}"
-    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, PARTITIONS)})
     env = {
-        "STREAMWARDEN_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
-        "STREAMWARDEN_KAFKA_EMBEDDED": "true" if fresh_broker.is_embedded else "false",
-        "STREAMWARDEN_PARTITIONS": str(PARTITIONS),
-        "STREAMWARDEN_APP_ID": app_id,
+        **broker_env(fresh_broker, app_id, PARTITIONS),
         "STREAMWARDEN_OPS_READY_MAX_LAG": "0",
     }
     # Hot entities on both partitions, so each worker evaluates some of them.

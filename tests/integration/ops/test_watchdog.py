@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.topics import all_topics
 from tests.integration.conftest import BrokerHandle
-from tests.integration.ops.support import get, get_json, wait_until, worker_process
+from tests.integration.ops.support import broker_env, get, get_json, wait_until, worker_process
 from tests.support.webhook import webhook_server
 
 pytestmark = pytest.mark.integration
@@ -19,13 +18,7 @@ async def test_heartbeat_arrives_every_interval(
     fresh_broker: BrokerHandle, tmp_path: Path, unique_suffix: str
 ) -> None:
     app_id = f"sw-dog-{unique_suffix}"
-    fresh_broker.create_topics({t.name: t.partitions for t in all_topics(app_id, 1)})
-    env = {
-        "STREAMWARDEN_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
-        "STREAMWARDEN_KAFKA_EMBEDDED": "true" if fresh_broker.is_embedded else "false",
-        "STREAMWARDEN_PARTITIONS": "1",
-        "STREAMWARDEN_APP_ID": app_id,
-    }
+    env = broker_env(fresh_broker, app_id, 1)
     watchdog = "watchdog:\n  channel: hook\n  interval: 1s\n"
     with (
         webhook_server() as hook,
