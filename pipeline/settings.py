@@ -46,6 +46,14 @@ class PipelineSettings(BaseSettings):
         fetch_max_wait_ms: longest a fetch may wait for data; None: 20 ms on the embedded
             broker (which often holds a fetch for the whole wait), 500 ms on real Kafka (which
             answers as soon as data arrives). See :mod:`pipeline.fetch_wait`.
+        ops_enabled: serve the ops port (``/metrics``, ``/healthz``, ``/readyz``, the API and
+            the page); see :mod:`pipeline.ops`.
+        ops_host, ops_port: where; port 0 picks a free one (logged). Loopback by default.
+        ops_ready_max_lag: a stage whose group lags more records than this is not ready.
+        ops_refresh_s: how often the ops view re-reads Kafka (alert state, history, lag).
+        ops_follow_state: the ops view reads every rule state write of the cluster (pending
+            alerts of every worker on the page) instead of firing alerts from ``alerts.v1``
+            plus this worker's own state; costs a decode per state write.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
@@ -69,6 +77,12 @@ class PipelineSettings(BaseSettings):
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
     fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    ops_enabled: bool = True
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9300, ge=0, le=65535)
+    ops_ready_max_lag: int = Field(default=1000, ge=0)
+    ops_refresh_s: float = Field(default=2.0, gt=0)
+    ops_follow_state: bool = False
 
     @property
     def effective_fetch_max_wait_ms(self) -> int:

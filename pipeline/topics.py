@@ -21,6 +21,8 @@ MEASUREMENTS_TOPIC = "measurements.v1"
 STATES_TOPIC = "states.v1"
 ALERTS_TOPIC = "alerts.v1"
 DEADLETTER_TOPIC = "deadletter.v1"
+NOTIFICATIONS_TOPIC = "notifications.v1"
+"""Retained history of notification outcomes (:mod:`pipeline.ops.history`); one partition."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -84,9 +86,10 @@ def all_topics(app_id: str, partitions: int) -> list[TopicSpec]:
     """
 
     def count(topic: str) -> int:
-        return ALERTS_PARTITIONS if topic == ALERTS_TOPIC else partitions
+        return ALERTS_PARTITIONS if topic in (ALERTS_TOPIC, NOTIFICATIONS_TOPIC) else partitions
 
     names = [*raw_topics(), MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    names.append(NOTIFICATIONS_TOPIC)
     specs = [TopicSpec(name, count(name)) for name in names]
     specs += [
         TopicSpec(changelog_topic(app_id, table), count(source), compacted=True)

@@ -30,6 +30,7 @@ from pipeline.errors import RuleError
 from pipeline.notify.channels import Channel, load_channels_from
 from pipeline.notify.sender import Notifier
 from pipeline.notify.tools import build_dispatcher
+from pipeline.ops.wiring import attach_ops
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
 from pipeline.settings import PipelineSettings
@@ -45,6 +46,7 @@ from pipeline.topics import (
     changelog_topic,
     raw_topics,
 )
+from producers.logformat import apply_log_format
 from producers.redact import install_secret_filter
 
 logger = logging.getLogger(__name__)
@@ -266,6 +268,7 @@ class _Worker(faust.Worker):
     def on_setup_root_logger(self, _logger: logging.Logger, level: int) -> None:
         install_secret_filter(self.secrets)
         quiet_library_info(level)
+        apply_log_format()  # one format (STREAMWARDEN_LOG_FORMAT) for faust, mode, aiokafka, ours
 
 
 def quiet_library_info(level: int) -> None:
@@ -280,6 +283,7 @@ def quiet_library_info(level: int) -> None:
 def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
     """Run the worker until SIGINT/SIGTERM. Raises SystemExit like faust's worker."""
     parts = build_worker(settings, config)
+    attach_ops(parts, settings, config.alerting)  # /metrics, /readyz, page, history, watchdog
     secrets = [c.url for c in config.channels.values()]
     install_secret_filter(secrets)
     # redirect_stdouts=False: the console channel prints to stdout, which must stay stdout.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from producers.logformat import LogFormatError, apply_log_format
 from streamwarden.process import DIE_WITH_PARENT_ENV, die_with_parent
 
 if TYPE_CHECKING:
@@ -24,6 +25,10 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        apply_log_format()  # STREAMWARDEN_LOG_FORMAT=text|json; rebalance noise at INFO
+    except LogFormatError as exc:
+        _fail(f"configuration error: {exc}")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -155,8 +160,8 @@ def produce(name: str, connect_timeout: float) -> None:
     """
     from producers.config import find_source, load_sources, secrets_of
     from producers.errors import ProducerError
+    from producers.ops import run_with_ops
     from producers.redact import install_secret_filter
-    from producers.runner import run_source
     from producers.settings import ProducerSettings
     from producers.sink import KafkaSink
 
@@ -185,7 +190,7 @@ def produce(name: str, connect_timeout: float) -> None:
             client_id=f"streamwarden-{name}",
         )
         try:
-            await run_source(source, sink, stop)
+            await run_with_ops(source, sink, stop)  # run_source with /metrics, /readyz
         finally:
             await sink.close()
 
@@ -457,7 +462,11 @@ def _register_subcommands() -> None:
     """Command groups kept in their own modules (one job each)."""
     from streamwarden.cli_chaos import chaos
     from streamwarden.cli_notify import notify, silence
+    from streamwarden.cli_ops import alerts, notifications, status
 
+    main.add_command(alerts)
+    main.add_command(notifications)
+    main.add_command(status)
     main.add_command(notify)
     main.add_command(silence)
     main.add_command(chaos)

@@ -13,6 +13,7 @@ import os
 import secrets
 import select
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -81,12 +82,25 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def page_port(preferred: int = 9300) -> int:
+    """The worker's ops port for the demo: ``preferred`` when free, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise DemoError("no free port for the worker's page")
+
+
 def _start_parts(
     workdir: Path,
     bootstrap: str,
     api_key: str,
     paths: DemoPaths,
     out: TextIO,
+    ops_port: int = 9300,
 ) -> list[Child]:
     """Simulators, then the worker, then one producer per family; returns them in start order."""
     common = {"STREAMWARDEN_KAFKA_BOOTSTRAP": bootstrap, "STREAMWARDEN_LOG_LEVEL": "INFO"}
@@ -120,6 +134,7 @@ def _start_parts(
             "STREAMWARDEN_RULES_PATH": str(paths.rules.resolve()),
             "STREAMWARDEN_ALERTS_OUT": str(paths.alerts),
             "STREAMWARDEN_DATA_DIR": str(workdir / "worker-data"),
+            "STREAMWARDEN_OPS_PORT": str(ops_port),
         }
         children.append(
             start_child("worker", ["worker"], env=worker_env, log_path=workdir / "worker.log")
@@ -127,6 +142,7 @@ def _start_parts(
         producer_env = {
             **common,
             "STREAMWARDEN_SOURCES_FILE": str(sources_file),
+            "STREAMWARDEN_PRODUCER_OPS_PORT": "0",  # five producers: any free port each
             **{family.secret_env: api_key for family in FAMILIES.values()},
         }
         for kind in kinds:
@@ -178,7 +194,11 @@ def run_demo(
                 {t.name: t.partitions for t in all_topics(DEMO_APP_ID, DEMO_PARTITIONS)}
             )
             _say(out, f"embedded Kafka broker at {broker.bootstrap}; logs in {workdir}")
-            children = _start_parts(workdir, broker.bootstrap, api_key, paths, out)
+            port = page_port()
+            _say(
+                out, f"page at http://127.0.0.1:{port}/ (metrics at /metrics, readiness at /readyz)"
+            )
+            children = _start_parts(workdir, broker.bootstrap, api_key, paths, out, port)
             _say(
                 out,
                 f"{len(children) - 2} producers and the worker started; notifications print below "

@@ -49,6 +49,10 @@ Everything is optional except ``channels`` entries' URL source::
     silences:
       file: silences.json             # relative to this file; written by `silence add`
 
+    watchdog:                         # always-firing heartbeat for a dead-man's switch
+      channel: deadman
+      interval: 1m
+
 Matchers are ``label=value``, ``label!=value``, ``label=~regex``, ``label!~regex`` over an
 alert's labels plus ``rule, severity, entity, source, stream, metric`` (see
 :mod:`pipeline.alerting.matchers`).
@@ -275,6 +279,14 @@ class SilencesSpec(_Model):
     file: Annotated[str, Field(min_length=1, max_length=4096)]
 
 
+class WatchdogSpec(_Model):
+    """An always-firing heartbeat sent to ``channel`` every ``interval`` (Prometheus'
+    Watchdog): an external dead-man's switch raises the alarm when it stops arriving."""
+
+    channel: ChannelName
+    interval: Duration = timedelta(minutes=1)
+
+
 class ChannelsFile(_Model):
     """The whole file."""
 
@@ -284,6 +296,7 @@ class ChannelsFile(_Model):
     mute_windows: dict[ChannelName, MuteWindowSpec] = Field(default_factory=dict)
     inhibit_rules: list[InhibitSpec] = Field(default_factory=list)
     silences: SilencesSpec | None = None
+    watchdog: WatchdogSpec | None = None
 
 
 # --- compiled configuration -------------------------------------------------------------------
@@ -546,6 +559,13 @@ def _cross_check(
             if window not in windows:
                 path = ("routes", i, "mute_windows", j)
                 reader.problem(at(path), path, _unknown_window(window, windows))
+    watchdog = _mapping(data.get("watchdog")).get("channel")
+    if isinstance(watchdog, str) and watchdog not in known:
+        reader.problem(
+            at(("watchdog", "channel")),
+            ("watchdog", "channel"),
+            f"unknown channel {_quote(watchdog)}; known channels are " + ", ".join(sorted(known)),
+        )
     for j, window in _strings(_mapping(data.get("defaults")).get("mute_windows")):
         if window not in windows:
             path = ("defaults", "mute_windows", j)

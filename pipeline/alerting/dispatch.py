@@ -70,6 +70,7 @@ from pipeline.alerting.model import (
 )
 from pipeline.alerting.silences import ActiveSilence, SilenceSource
 from pipeline.alerting.stats import ChannelStats
+from pipeline.alerting.suppressed import SuppressionLog
 from pipeline.alerting.templates import Renderer
 from pipeline.models import AlertTransition
 
@@ -147,6 +148,8 @@ class Dispatcher:
         self.renderer = renderer
         self.silences = silences or SilenceSource()
         self.stats = stats or ChannelStats()
+        self.suppressions = SuppressionLog()
+        """Says once why alerts were held back (set its ``listener`` to record them)."""
 
     # --- routing ----------------------------------------------------------------------------
 
@@ -337,26 +340,34 @@ class Dispatcher:
         alert: AlertTransition,
         silences: Sequence[ActiveSilence],
         now_ms: int,
-    ) -> tuple[str, int | None] | None:
-        """``("silenced", end)`` or ``("inhibited", None)`` or None."""
+    ) -> tuple[str, int | None, str] | None:
+        """``("silenced", end, why)`` or ``("inhibited", None, why)`` or None; ``why`` names
+        the silence or the inhibiting alert."""
         labels = match_labels(alert)
-        ends = [s.ends_at_ms for s in silences if s.applies(labels, now_ms)]
-        if ends:
-            return "silenced", max(ends)
+        applying = [s for s in silences if s.applies(labels, now_ms)]
+        if applying:
+            last = max(applying, key=lambda s: s.ends_at_ms)
+            return "silenced", last.ends_at_ms, f"silence {last.id}"
         for rule in self.config.inhibit_rules:
             if not matches_all(rule.target, labels):
                 continue
             sources = state.get(inhibit_key(rule, labels))
-            if isinstance(sources, InhibitIndex) and any(
-                fp != alert.fingerprint for fp in sources.sources
-            ):
-                return "inhibited", None
+            others = (
+                [fp for fp in sources.sources if fp != alert.fingerprint]
+                if isinstance(sources, InhibitIndex)
+                else []
+            )
+            if others:
+                return "inhibited", None, f"inhibited by alert {others[0]}"
         return None
 
     def _flush(self, state: State, key: str, group: GroupState, now_ms: int) -> list[Notification]:
         mute_end = self._mute_end(group, now_ms)
         if mute_end is not None:
             self.stats.add(group.channel, "muted")
+            windows = ",".join(group.mute_windows)
+            muted = [e.alert for e in group.alerts.values()]
+            self.suppressions.announce(group.channel, muted, f"mute window {windows}")
             state[key] = msgspec.structs.replace(group, next_ms=max(mute_end, now_ms + 1))
             return []
         silences = self.silences.silences(now_ms) if group.alerts else ()
@@ -371,8 +382,9 @@ class Dispatcher:
                 continue  # resolved entries leave the group with this flush
             suppression = self._suppression(state, entry.alert, silences, now_ms)
             if suppression is not None:
-                reason, until = suppression
+                reason, until, why = suppression
                 self.stats.add(group.channel, reason)
+                self.suppressions.announce(group.channel, [entry.alert], why)
                 # Re-check at the silence's end, and every group_interval in case a silence
                 # is expired early or an inhibiting alert resolves.
                 soon = now_ms + group.group_interval_ms
@@ -442,12 +454,7 @@ class Dispatcher:
                 out.append(summary)
             if not allowed:
                 self.stats.add(group.channel, "suppressed")
-                logger.info(
-                    "notification suppressed by rate limit channel=%s kind=%s alerts=%d",
-                    group.channel,
-                    kind,
-                    len(alerts),
-                )
+                self.suppressions.announce(group.channel, alerts, f"rate limit ({kind})")
                 return out
         out.append(self._notification(group.channel, kind, alerts, extra, now_ms, group.labels))
         return out

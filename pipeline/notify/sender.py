@@ -59,6 +59,7 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 _DELIVERED_IDS_KEPT = 10_000
 
 Sleep = Callable[[float], Awaitable[None]]
+HistoryHook = Callable[[Notification, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,9 @@ class Notifier:
         self.stats = stats or ChannelStats()
         self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
         capture_debug()
+        self.history: HistoryHook | None = None
+        """Told every outcome ``(notification, "delivered"|"failed", reason)``; the worker
+        sets it to the notification history (:mod:`pipeline.ops.history`)."""
 
     @property
     def counters(self) -> dict[str, int]:
@@ -252,10 +256,14 @@ class Notifier:
 
         try:
             await self._with_retries(notification.channel, notification.id, attempt)
-        except NotifyError:
+        except NotifyError as exc:
             self.stats.add(notification.channel, "failed")
+            if self.history is not None:
+                self.history(notification, "failed", exc.reason + (" (retryable)" * exc.retryable))
             raise
         self._remember(notification.id)
+        if self.history is not None:
+            self.history(notification, "delivered", "")
         first = notification.alerts[0] if notification.alerts else None
         delivery = Delivery(
             delivered_at_ms=now_ms(),

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from pipeline.settings import PipelineSettings
+from producers.ops import ProducerOpsSettings
 from producers.settings import ProducerSettings
 from streamwarden.cli import main
 
@@ -78,7 +79,7 @@ def test_every_variable_is_read_by_the_code() -> None:
         f"STREAMWARDEN_{field.upper()}"
         for model in (PipelineSettings, ProducerSettings)
         for field in model.model_fields
-    }
+    } | {f"STREAMWARDEN_PRODUCER_{field.upper()}" for field in ProducerOpsSettings.model_fields}
     known = settings_vars | _cli_envvars() | _config_references()
     for name, service in _streamwarden_services().items():
         for variable in service.get("environment", {}):  # type: ignore[attr-defined]
@@ -250,3 +251,54 @@ def test_every_family_has_a_producer_whose_source_loads() -> None:
     commands = [list(s["command"]) for s in services.values()]  # type: ignore[call-overload]
     produced = {command[1] for command in commands if command[0] == "produce"}
     assert produced == set(sources)
+
+
+def test_healthchecks_use_readyz_and_prometheus_scrapes_every_part() -> None:
+    services = _streamwarden_services()
+    worker = services["worker"]
+    assert "http://127.0.0.1:9300/readyz" in " ".join(worker["healthcheck"]["test"])  # type: ignore[index]
+    assert worker["environment"]["STREAMWARDEN_OPS_HOST"] == "0.0.0.0"  # type: ignore[index]
+    producers = {n: s for n, s in services.items() if n.startswith("producer-")}
+    for name, service in producers.items():
+        assert "http://127.0.0.1:9310/readyz" in " ".join(service["healthcheck"]["test"]), name  # type: ignore[index]
+        assert service["environment"]["STREAMWARDEN_PRODUCER_OPS_HOST"] == "0.0.0.0"  # type: ignore[index]
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = {
+        t
+        for job in prometheus["scrape_configs"]
+        for c in job["static_configs"]
+        for t in c["targets"]
+    }
+    assert targets == {"worker:9300"} | {f"{n}:9310" for n in producers}
+    assert (
+        "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+        in COMPOSE["services"]["prometheus"]["volumes"]
+    )
+
+
+def _exported_metric_names() -> set[str]:
+    """Series names the worker's and a producer's collectors export (counters with _total)."""
+    from pipeline.ops.metrics import WorkerCollector
+    from pipeline.ops.sources import WorkerSources
+    from producers.ops import ProducerOps
+
+    worker = WorkerCollector(
+        WorkerSources(counters={}, readiness=dict),
+        readiness=lambda: (False, {}),
+        groups=list,
+    )
+    producer = ProducerOps("x", object())  # type: ignore[arg-type]
+    names: set[str] = set()
+    for family in [*worker.collect(), *producer.registry.collect()]:
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+    return names
+
+
+def test_dashboard_queries_only_metrics_the_code_exports() -> None:
+    import json
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {n for e in exprs for n in re.findall(r"streamwarden_[a-z_]+", e)}
+    missing = used - _exported_metric_names()
+    assert not missing, missing

@@ -172,7 +172,7 @@ def test_every_problem_is_reported_with_file_line_and_key(tmp_path: Path) -> Non
             ),
             (
                 26,
-                "extra: unknown key; allowed keys are channels, defaults, inhibit_rules, mute_windows, routes, silences",
+                "extra: unknown key; allowed keys are channels, defaults, inhibit_rules, mute_windows, routes, silences, watchdog",
             ),
         ]
     ]

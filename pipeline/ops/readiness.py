@@ -1,0 +1,94 @@
+"""``/readyz``: is this worker doing its share?
+
+A worker is ready when every check passes: its consumer groups are assigned and not
+rebalancing, its state is recovered, each stage's group is caught up within a bound (lag from
+Kafka, so the answer is the cluster's, not a guess), and its channels are loaded. Checks come
+as a mapping ``name -> bool`` or ``name -> {"ok": bool, "detail": str}``; the JSON body of a
+503 says which failed and why.
+
+:func:`parts_readiness` is the adapter over the current worker's parts; when the worker offers
+``WorkerParts.readiness()`` it replaces the adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pipeline.ops.cluster import GroupStatus
+
+__all__ = ["Check", "evaluate", "lag_checks", "parts_readiness"]
+
+Check = dict[str, Any]
+
+
+def _check(value: object) -> Check:
+    if isinstance(value, Mapping):
+        return {"ok": bool(value.get("ok")), **{k: v for k, v in value.items() if k != "ok"}}
+    return {"ok": bool(value)}
+
+
+def evaluate(checks: Mapping[str, object]) -> tuple[bool, dict[str, Check]]:
+    """``(ready, normalized checks)``; no checks at all is not ready (nothing ran yet)."""
+    normalized = {name: _check(value) for name, value in checks.items()}
+    return bool(normalized) and all(c["ok"] for c in normalized.values()), normalized
+
+
+def lag_checks(groups: list[GroupStatus] | None, max_lag: int) -> dict[str, Check]:
+    """``caught_up:<stage>`` per stage: total lag of its group at most ``max_lag`` records."""
+    if groups is None:
+        return {"caught_up": {"ok": False, "detail": "consumer lag not read from Kafka yet"}}
+    out: dict[str, Check] = {}
+    for group in groups:
+        uncommitted = [
+            f"{p.topic}:{p.partition}"
+            for p in group.partitions
+            if p.committed is None and p.end > 0
+        ]
+        detail = f"lag={group.lag} max={max_lag}"
+        if uncommitted:
+            detail += f" no commit yet on {','.join(uncommitted[:5])}"
+        out[f"caught_up:{group.stage}"] = {
+            "ok": group.lag <= max_lag,
+            "detail": detail,
+            "lag": group.lag,
+        }
+    return out
+
+
+def parts_readiness(parts: Any) -> Callable[[], dict[str, object]]:
+    """Readiness of the current :class:`~pipeline.worker.WorkerParts` (an adapter: it reads
+    public attributes only and goes away when the worker offers ``readiness()``)."""
+    readiness = getattr(parts, "readiness", None)
+    if callable(readiness):
+        return readiness  # type: ignore[no-any-return]
+
+    def checks() -> dict[str, object]:
+        app = parts.app
+        started = bool(getattr(app, "_consumer", None)) and app.consumer is not None
+        rebalancing = bool(getattr(app, "rebalancing", False))
+        recovery = getattr(getattr(app, "tables", None), "recovery", None)
+        completed = getattr(recovery, "completed", None)
+        recovered = bool(completed is not None and completed.is_set())
+        runtimes = parts.runtimes
+        missing = sorted(set(runtimes.owned) - set(runtimes.held))
+        return {
+            "assigned": {
+                "ok": started and not rebalancing,
+                "detail": "rebalancing" if rebalancing else ("joined" if started else "starting"),
+            },
+            "recovered": {
+                "ok": recovered and not missing,
+                "detail": (
+                    f"rule state missing for partitions {missing}"
+                    if missing
+                    else ("tables recovered" if recovered else "table recovery not finished")
+                ),
+            },
+            "channels": {
+                "ok": bool(parts.channels),
+                "detail": ",".join(sorted(parts.channels)) or "no channel loaded",
+            },
+        }
+
+    return checks
