@@ -205,7 +205,12 @@ class JsonlHistory:
 
 
 def history_of(sink: object) -> EnvelopeHistory | None:
-    """The history matching ``sink`` (Kafka or a JSONL recording), or None."""
+    """The history matching ``sink`` (Kafka or a JSONL recording), or None.
+
+    A sink that wraps another (``producers.ops.MeteredSink`` counts for ``/metrics``) names it
+    as ``inner``: the history is the wrapped sink's."""
+    while not isinstance(sink, KafkaSink | JsonlSink) and hasattr(sink, "inner"):
+        sink = sink.inner
     if isinstance(sink, KafkaSink):
         return KafkaHistory(sink.bootstrap, client_id=f"{sink.client_id}-resume")
     if isinstance(sink, JsonlSink):
