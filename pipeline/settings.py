@@ -21,7 +21,6 @@ class PipelineSettings(BaseSettings):
         partitions: partition count of every StreamWarden topic (must match for changelogs).
         replication_factor: replication of topics the worker declares on real Kafka.
         app_id: faust app id; changelog topic names derive from it, so it is persisted API.
-        store: faust table store URL (``memory://``; ``rocksdb://`` in production).
         rules_path: rule file or folder of ``*.yaml`` rule files.
         channels_file: YAML file naming notification channels; None uses the built-in
             ``console`` channel only.
@@ -45,7 +44,7 @@ class PipelineSettings(BaseSettings):
         rebalance_timeout_s: how long a rebalance may take before members are dropped.
         fetch_max_wait_ms: longest a fetch may wait for data; None: 20 ms on the embedded
             broker (which often holds a fetch for the whole wait), 500 ms on real Kafka (which
-            answers as soon as data arrives). See :mod:`pipeline.fetch_wait`.
+            answers as soon as data arrives). See :mod:`pipeline.runtime.consumer`.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMWARDEN_", frozen=True, extra="ignore")
@@ -55,7 +54,6 @@ class PipelineSettings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     app_id: str = "streamwarden"
-    store: str = "memory://"
     rules_path: Path = Path("rules")
     channels_file: Path | None = None
     alerts_out: Path | None = None
