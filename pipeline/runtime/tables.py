@@ -36,7 +36,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar, cast
 
 import faust
@@ -63,6 +72,7 @@ RECOVERY_POLL_MS = 500
 """Longest wait of one fetch while reading a changelog to its end."""
 
 _DELETED = object()
+_NOTHING: Mapping[str, bytes] = MappingProxyType({})
 
 
 def partition_prefix(partition: int) -> str:
@@ -361,8 +371,10 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         self._dirty: dict[str, object] = {}
 
     @property
-    def _data(self) -> dict[str, bytes]:
-        return self.table.store.partition_data(self.partition)
+    def _data(self) -> Mapping[str, bytes]:
+        """The partition's stored values (reading creates nothing: an unloaded partition
+        must stay unloaded)."""
+        return self.table.store.partitions.get(self.partition, _NOTHING)
 
     def __getitem__(self, key: str) -> V:
         found = self.get(key, _DELETED)  # type: ignore[arg-type]
@@ -424,8 +436,8 @@ class PartitionView(MutableMapping[str, V], Generic[V]):
         """Put pending writes in the store and queue them on the table's changelog."""
         if not self._dirty:
             return 0
-        data = self._data
         partition = self.partition
+        data = self.table.store.partition_data(partition)
         send = self.table.send_changelog
         written = len(self._dirty)
         for key, value in self._dirty.items():
