@@ -189,6 +189,8 @@ class ChangelogStore(memory.Store[bytes, bytes]):
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers(self.app),
             enable_auto_commit=False,
+            # Never "latest": a reset racing the explicit seek below would skip everything.
+            auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -213,7 +215,11 @@ class ChangelogStore(memory.Store[bytes, bytes]):
         consumer.assign(tps)
         ends: dict[Any, int] = await consumer.end_offsets(tps)
         starts: dict[Any, int] = await consumer.beginning_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            # An explicit position: seek_to_beginning() only requests a reset, and one that
+            # ran as the consumer's default ("latest") instead read nothing (a worker then
+            # served partitions with empty state: issue 18's first takeover runs).
+            consumer.seek(tp, starts[tp])
         for partition in wanted:
             self.partitions[partition] = {}
             self.loads[partition] = self.loads.get(partition, 0) + 1
