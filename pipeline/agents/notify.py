@@ -19,7 +19,8 @@ At-least-once without duplicates across crashes, in three steps:
    after a delivery, ``d:<id>`` is written and ``o:<id>`` and ``a:<id>`` are deleted. A lane
    takes what has queued up (at most :data:`DELIVERY_BATCH_MAX`) as one batch: its attempt
    marks are acknowledged together before the first send, its delivered marks together
-   after the last (each is written as soon as its send succeeded). An intent whose
+   after the last (each is queued as soon as its send succeeded and goes to Kafka, one
+   record batch, at the end of the lane's batch). An intent whose
    ``d:<id>`` exists is never sent again, so a restart re-sends only what was not confirmed
    as delivered. The one window left is a crash between the channel accepting a message and
    ``d:<id>`` reaching Kafka: no sender can close it against a peer without idempotency keys
@@ -28,7 +29,12 @@ At-least-once without duplicates across crashes, in three steps:
    :data:`POSSIBLE_DUPLICATE`, so people and receivers can tell the copy apart.
 
 ``alerts.v1`` and both tables have one partition: grouping, inhibition and rate limits look at
-all alerts at once, and alert volume is small.
+all alerts at once, and alert volume is small. Both tables are
+:class:`~pipeline.runtime.tables.BatchedTable` objects: writes queue per batch and go to the
+changelog as one record batch per flush. Rebalances: before the partition may move, the lanes
+stop and every write is acknowledged (:meth:`NotificationStage.on_revoked`); the next owner's
+store reloads both changelogs and :meth:`NotificationStage.activate` resumes the outbox.
+A record whose dispatch raises is tried once more, then dead-lettered (:func:`dispatch_once`).
 """
 
 from __future__ import annotations
