@@ -44,7 +44,6 @@ from benchmarks.common import (
     start_worker,
     wait_until,
 )
-from pipeline.agents.evaluate import evaluate_group
 from pipeline.agents.normalize import normalize_group
 from pipeline.topics import (
     ALERTS_PARTITIONS,
@@ -126,13 +125,12 @@ def _wait_ready(log: Path, proc: Any, timeout: float) -> None:
 
 
 def _all_committed(bootstrap: str, app_id: str, partitions: int) -> bool:
-    """The normalize stage's group committed every raw record, the evaluate stage's group every
-    canonical record and the worker's faust group every alert record."""
+    """The normalize stage's group committed every raw record and the worker's faust group
+    every canonical and alert record."""
     counts = {t.name: t.partitions for t in all_topics(app_id, partitions)}
     for group, topics in (
         (normalize_group(app_id), list(raw_topics())),
-        (evaluate_group(app_id), [MEASUREMENTS_TOPIC, STATES_TOPIC]),
-        (app_id, [ALERTS_TOPIC]),
+        (app_id, [MEASUREMENTS_TOPIC, STATES_TOPIC, ALERTS_TOPIC]),
     ):
         ends = end_offsets(bootstrap, {t: counts[t] for t in topics})
         if committed_total(bootstrap, group, list(ends)) < sum(ends.values()):

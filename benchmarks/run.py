@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.baseline import run_baseline
 from benchmarks.common import fill, mixed_envelopes
 from benchmarks.engine import run_engine
+from benchmarks.notifications import run_notification_burst, run_takeover_recovery
 from benchmarks.pipeline import run_latency, run_pipeline_throughput
 from benchmarks.state_size import run_state_size
 from pipeline.topics import all_topics, raw_topics
@@ -67,6 +68,16 @@ def pipeline(events: int, entities: int) -> dict[str, float]:
 def latency(rate: float, duration_s: float) -> dict[str, float]:
     with EmbeddedBroker() as broker:
         return run_latency(broker.bootstrap, True, _creator(broker), rate, duration_s, PARTITIONS)
+
+
+def notification_burst(count: int) -> dict[str, float]:
+    with EmbeddedBroker() as broker:
+        return run_notification_burst(broker.bootstrap, True, _creator(broker), count, PARTITIONS)
+
+
+def takeover_recovery(keys: int) -> dict[str, float]:
+    with EmbeddedBroker() as broker:
+        return run_takeover_recovery(broker.bootstrap, True, _creator(broker), keys, PARTITIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
     state_entities = 5_000 if args.quick else 100_000
     emit({"scenario": "state_size", **run_state_size(state_entities)})
+
+    burst = 1_000 if args.quick else 10_000
+    emit({"scenario": "notification_burst", **notification_burst(burst)})
+    recovery_keys = 10_000 if args.quick else 100_000
+    emit({"scenario": "takeover_recovery", **takeover_recovery(recovery_keys)})
     return 0
 
 

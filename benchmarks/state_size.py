@@ -2,8 +2,9 @@
 
 The rule state is held exactly as the worker holds it: one
 :class:`~pipeline.rules.runtime.RuleRuntime` per partition over a
-:class:`~pipeline.agents.state.PartitionState` whose table's local store is a dict of encoded
-bytes (faust's memory store is such a dict), plus the runtimes' timer heaps. Ten tumbling
+:class:`~pipeline.runtime.tables.PartitionView` of the worker's
+:class:`~pipeline.runtime.tables.BatchedTable` (its store holds encoded bytes per partition),
+plus the runtimes' timer heaps. Ten tumbling
 window rules, one per metric, each entity reporting every metric, all windows still open
 (10-minute windows, records within one minute), so every entity x metric holds live window
 state. Changelog writes are counted and dropped: they leave the process, they are not state.
@@ -15,6 +16,7 @@ the figure printed beside it (``rss_before_mb``) is that starting point.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -27,17 +29,6 @@ from typing import Any
 METRICS = 10
 PARTITIONS = 16
 START_MS = 1_700_000_040_000
-
-
-class _LocalTable:
-    """The part of a faust table PartitionState uses: ``data`` and ``send_changelog``."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.changelog_writes = 0
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
-        self.changelog_writes += 1
 
 
 def _rules_yaml() -> str:
@@ -66,23 +57,36 @@ def _rss_mb(field: str) -> float:
 
 def measure(entities: int) -> dict[str, float]:
     """In this process: fill the state, return RSS figures (call in a fresh process)."""
+    return asyncio.run(_measure(entities))
+
+
+async def _dropped(topic: str, partition: int, records: Any) -> list[Any]:
+    """The changelog sender: records leave the process, they are not state."""
+    return []
+
+
+async def _measure(entities: int) -> dict[str, float]:
     import pipeline.worker  # noqa: F401  (what a worker process has loaded)
-    from pipeline.agents.state import PartitionState
     from pipeline.models import Measurement
     from pipeline.rules.engine import RuleEngine, decode_state, encode_state
     from pipeline.rules.loader import load_rules
     from pipeline.rules.runtime import RuleRuntime
     from pipeline.rules.state import StateFormatError
+    from pipeline.runtime.app import StreamWardenApp
+    from pipeline.runtime.tables import BatchedTable
 
     rss_before = _rss_mb("VmRSS")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rules.yaml"
         path.write_text(_rules_yaml())
         engine = RuleEngine(load_rules([path], known_channels={"console"}))
-    table = _LocalTable()
+    app = StreamWardenApp("state-size", broker="kafka://localhost:1", autodiscover=False)
+    table = BatchedTable(
+        app=app, name="alert_state", default=None, partitions=PARTITIONS, key_type=bytes
+    )
+    table.sender = _dropped
     states: list[Any] = [
-        PartitionState(table, p, encode_state, decode_state, (StateFormatError,))
-        for p in range(PARTITIONS)
+        table.view(p, encode_state, decode_state, (StateFormatError,)) for p in range(PARTITIONS)
     ]
     runtimes = [RuleRuntime(engine, state) for state in states]
     started = time.perf_counter()
@@ -107,15 +111,18 @@ def measure(entities: int) -> dict[str, float]:
         if n % 100 == 99:  # ~1,000 records: the worker flushes per batch of that size
             for state in states:
                 state.flush()
+            await table.flush()
     for state in states:
         state.flush()
+    await table.flush()
     elapsed = time.perf_counter() - started
+    data = list(table.store.partitions.values())
     return {
         "entities": float(entities),
         "metrics": float(METRICS),
-        "state_entries": float(len(table.data)),
+        "state_entries": float(sum(len(d) for d in data)),
         "timers": float(sum(r.timers for r in runtimes)),
-        "state_bytes_mb": sum(len(k) + len(v) for k, v in table.data.items()) / 2**20,
+        "state_bytes_mb": sum(len(k) + len(v) for d in data for k, v in d.items()) / 2**20,
         "rss_before_mb": rss_before,
         "rss_mb": _rss_mb("VmHWM"),
         "fill_events_per_s": records / elapsed,

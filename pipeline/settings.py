@@ -21,7 +21,6 @@ class PipelineSettings(BaseSettings):
         partitions: partition count of every StreamWarden topic (must match for changelogs).
         replication_factor: replication of topics the worker declares on real Kafka.
         app_id: faust app id; changelog topic names derive from it, so it is persisted API.
-        store: faust table store URL (``memory://``; ``rocksdb://`` in production).
         rules_path: rule file or folder of ``*.yaml`` rule files.
         channels_file: YAML file naming notification channels; None uses the built-in
             ``console`` channel only.
@@ -40,12 +39,12 @@ class PipelineSettings(BaseSettings):
             acknowledgements are awaited while it works on the next batch.
         session_timeout_s: how long a silent worker keeps its partitions; after a crash, the
             others take them over after this long (faust's default of 60 s is too slow for
-            alerting).
+            alerting; 6 s lets a takeover resume notifications within 10 s of a kill).
         heartbeat_interval_s: consumer heartbeat period (well under the session timeout).
         rebalance_timeout_s: how long a rebalance may take before members are dropped.
         fetch_max_wait_ms: longest a fetch may wait for data; None: 20 ms on the embedded
             broker (which often holds a fetch for the whole wait), 500 ms on real Kafka (which
-            answers as soon as data arrives). See :mod:`pipeline.fetch_wait`.
+            answers as soon as data arrives). See :mod:`pipeline.runtime.consumer`.
         ops_enabled: serve the ops port (``/metrics``, ``/healthz``, ``/readyz``, the API and
             the page); see :mod:`pipeline.ops`.
         ops_host, ops_port: where; port 0 picks a free one (logged). Loopback by default.
@@ -63,7 +62,6 @@ class PipelineSettings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     app_id: str = "streamwarden"
-    store: str = "memory://"
     rules_path: Path = Path("rules")
     channels_file: Path | None = None
     alerts_out: Path | None = None
@@ -73,8 +71,8 @@ class PipelineSettings(BaseSettings):
     batch_within: float = Field(default=0.02, gt=0)
     producer_linger_ms: int = Field(default=5, ge=0, le=1000)
     canonical_linger_ms: int = Field(default=20, ge=0, le=1000)
-    session_timeout_s: float = Field(default=10.0, gt=0)
-    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.5, gt=0)
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
     fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     ops_enabled: bool = True

@@ -8,21 +8,20 @@ logged line by line and the last good rules keep running).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
 
-from pipeline.agents.changelog import ChangelogTable
-from pipeline.agents.evaluate import EvaluateStage, RuleRuntimes, wall_clock_ms
+from pipeline.agents.evaluate import RuleRuntimes, make_evaluate_rules, wall_clock_ms
 from pipeline.agents.normalize import NormalizeStage
 from pipeline.agents.notify import NotificationStage, make_send_notifications
 from pipeline.agents.progress import CatchUp
+from pipeline.agents.upgrade import LegacyOffsets
 from pipeline.alerting.config import AlertingConfig, load_config
 from pipeline.alerting.stats import ChannelStats
 from pipeline.app import build_app
@@ -33,6 +32,7 @@ from pipeline.notify.tools import build_dispatcher
 from pipeline.ops.wiring import attach_ops
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
+from pipeline.runtime.tables import BatchedTable
 from pipeline.settings import PipelineSettings
 from pipeline.topics import (
     ALERT_STATE_TABLE,
@@ -43,7 +43,6 @@ from pipeline.topics import (
     NOTIFY_LOG_TABLE,
     NOTIFY_STATE_TABLE,
     STATES_TOPIC,
-    changelog_topic,
     raw_topics,
 )
 from producers.logformat import apply_log_format
@@ -114,16 +113,80 @@ class RulesWatcher:
         return rules
 
 
+COUNTERS = (
+    "raw",
+    "measurements",
+    "canonical_messages",
+    "evaluated",
+    "transitions",
+    "alerts",
+    "notifications_sent",
+    "notifications_failed",
+    "deadlettered",
+    "evaluate_failed",
+    "dispatch_failed",
+)
+"""The names :attr:`WorkerParts.counters` counts (each from 0, per worker process):
+
+- ``raw``: raw envelopes normalized; ``measurements``: canonical records they gave;
+  ``canonical_messages``: canonical Kafka messages written (normalize stage);
+- ``evaluated``: canonical records through the rule engine; ``transitions``: alert
+  transitions written to ``alerts.v1`` (evaluate stage);
+- ``alerts``: transitions dispatched; ``notifications_sent`` / ``notifications_failed``:
+  deliveries that succeeded / failed permanently (notify stage);
+- ``deadlettered``: records sent to ``deadletter.v1`` by any stage, of which
+  ``evaluate_failed`` / ``dispatch_failed`` are records whose processing raised twice.
+"""
+
+
 @dataclass
 class WorkerParts:
-    """The assembled worker; tests reach into it, ``run_worker`` runs it."""
+    """The assembled worker; tests reach into it, ``run_worker`` runs it.
+
+    Attributes:
+        counters: stage counts, see :data:`COUNTERS` (``/metrics`` reads them).
+    """
 
     app: faust.App
     runtimes: RuleRuntimes
     stage: NotificationStage
     notifier: Notifier
     channels: dict[str, Channel]
+    normalize: NormalizeStage
+    catch_up: CatchUp
     counters: Counter[str] = field(default_factory=Counter)
+
+    def readiness(self) -> dict[str, object]:
+        """Per stage: partitions assigned, state recovered, caught up; cheap (no I/O).
+
+        ``ready`` is true once every stage has its assignment and the evaluate stage's state
+        is recovered (``/readyz``). ``caught_up`` is informational: a worker with a backlog is
+        ready, it is working it off.
+        """
+        app = self.app
+        recovery = cast(Any, app.tables).recovery
+        recovered = bool(recovery.completed.is_set()) and not app.rebalancing
+        owned = sorted(self.runtimes.owned)
+        evaluate = {
+            "partitions": owned,
+            "recovered": recovered,
+            "caught_up": sorted(set(owned) - self.catch_up.lagging),
+        }
+        normalize = {
+            "assigned": self.normalize.assigned,
+            "caught_up": self.normalize.caught_up,
+        }
+        notify = {
+            "active": self.stage.active,
+            "recovered": recovered,
+            "pending": self.stage.pending(),
+        }
+        return {
+            "ready": recovered and self.normalize.assigned,
+            "normalize": normalize,
+            "evaluate": evaluate,
+            "notify": notify,
+        }
 
 
 def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerParts:
@@ -134,30 +197,28 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     def topic(name: str, partitions: int) -> Any:
         return app.topic(name, partitions=partitions, key_type=bytes, value_type=bytes)
 
-    def table(name: str, partitions: int, help_text: str) -> Any:
-        return app.Table(
-            name,
+    def table(name: str, partitions: int, help_text: str) -> BatchedTable:
+        made = BatchedTable(
+            app=app,
+            name=name,
             default=None,
             partitions=partitions,
             key_type=bytes,
             value_type=bytes,
             help=help_text,
+            beacon=app.tables.beacon,
         )
+        app.tables.add(made)
+        return made
 
-    # Declared on real Kafka, consumed by the normalize and evaluate stages, not by faust.
+    # Declared on real Kafka; raw topics are consumed by the normalize stage, not by faust.
     raw = app.topic(*raw_topics(), key_type=bytes, value_type=bytes)
     measurements = topic(MEASUREMENTS_TOPIC, settings.partitions)
     states = topic(STATES_TOPIC, settings.partitions)
+    canonical = app.topic(MEASUREMENTS_TOPIC, STATES_TOPIC, key_type=bytes, value_type=bytes)
     alerts = topic(ALERTS_TOPIC, ALERTS_PARTITIONS)
     deadletter = topic(DEADLETTER_TOPIC, settings.partitions)
-    rule_changelog = app.topic(
-        changelog_topic(settings.app_id, ALERT_STATE_TABLE),
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        compacting=True,
-        deleting=False,
-    )
+    rule_table = table(ALERT_STATE_TABLE, settings.partitions, "rule state per partition")
     notify_state = table(NOTIFY_STATE_TABLE, ALERTS_PARTITIONS, "dispatcher state")
     notify_log = table(NOTIFY_LOG_TABLE, ALERTS_PARTITIONS, "outbox and delivered marks")
 
@@ -171,58 +232,59 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     def producer() -> Any:
         return app.producer
 
-    runtimes = RuleRuntimes(
-        config.engine, ChangelogTable(rule_changelog.get_topic_name()), counters
-    )
+    runtimes = RuleRuntimes(config.engine, rule_table, producer, counters)
     normalize = NormalizeStage(settings, counters)
-    evaluate = EvaluateStage(settings, runtimes)
-    catch_up = CatchUp(evaluate.partition_caught_up, upstream_caught_up=lambda: normalize.caught_up)
-    stage = NotificationStage(dispatcher, notifier, notify_state, notify_log)
+    catch_up = CatchUp(
+        lambda p: runtimes.progress.caught_up(app.consumer, p),
+        upstream_caught_up=lambda: normalize.caught_up,
+    )
+    stage = NotificationStage(dispatcher, notifier, notify_state, notify_log, counters=counters)
     batch_max, within = settings.batch_max, settings.batch_within
+    legacy = LegacyOffsets(settings.app_id, settings.kafka_bootstrap)
 
+    async def before_seek(consumer: Any, assignment: set[Any]) -> None:
+        await legacy.adopt(consumer, assignment)
+
+    app.before_seek = before_seek
+
+    app.agent(canonical, name="evaluate_rules")(
+        make_evaluate_rules(runtimes, batch_max=batch_max, batch_within=within)
+    )
     app.agent(alerts, name="send_notifications")(
         make_send_notifications(
             stage, producer, batch_max=batch_max, batch_within=within, counters=counters
         )
     )
 
-    declared = asyncio.Event()
-
     @app.task  # type: ignore[untyped-decorator]
     async def run_normalize() -> None:
         """On real Kafka declare the topics no agent consumes or that only the stages write
         (the embedded broker has them already), then run the normalize stage."""
         if not settings.kafka_embedded:
-            for topic_ in (raw, measurements, states, alerts, deadletter, rule_changelog):
-                await topic_.maybe_declare()
-        declared.set()
+            for declared in (raw, measurements, states, alerts, deadletter):
+                await declared.maybe_declare()
         await normalize.run()
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def run_evaluate() -> None:
-        """Run the evaluate stage once its topics exist."""
-        await declared.wait()
-        await evaluate.run()
+    async def _on_revoked(sender: Any, *_: Any, **__: Any) -> None:
+        """Before partitions move: every state write acknowledged, no delivery running."""
+        await runtimes.on_revoked()
+        await stage.on_revoked()
 
-    rebalanced = {"pending": True}
+    async def _on_rebalance_complete(sender: Any, *_: Any, **__: Any) -> None:
+        """Recovery done (faust resumes the streams next): own what was assigned."""
+        assignment = app.consumer.assignment()
+        runtimes.recovered(tp.partition for tp in assignment if tp.topic == MEASUREMENTS_TOPIC)
+        if TP(ALERTS_TOPIC, 0) in assignment:
+            stage.activate()
 
-    async def _on_rebalance_complete(sender: Any, **_: Any) -> None:
-        rebalanced["pending"] = True
-
+    app.on_partitions_revoked.connect(_on_revoked)  # type: ignore[arg-type]
     app.on_rebalance_complete.connect(_on_rebalance_complete)  # type: ignore[arg-type]
 
     @app.timer(TIMER_S)  # type: ignore[untyped-decorator]
     async def advance_timers() -> None:
-        """Fire time-driven rule and notification work; follow partition ownership."""
+        """Fire time-driven rule and notification work."""
         if app.rebalancing:
             return
-        assignment = app.consumer.assignment()
-        if rebalanced["pending"]:
-            rebalanced["pending"] = False
-            if TP(ALERTS_TOPIC, 0) in assignment:
-                stage.activate()
-            else:
-                await stage.deactivate()
         clock = wall_clock_ms()
         lagging_before = catch_up.lagging
         await runtimes.advance(clock, catch_up.check(runtimes.owned))
@@ -248,7 +310,7 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     @app.timer(3600.0)  # type: ignore[untyped-decorator]
     async def prune_delivered_marks() -> None:
         if stage.active:
-            stage.prune(wall_clock_ms())
+            await stage.prune(wall_clock_ms())
 
     return WorkerParts(
         app=app,
@@ -256,6 +318,8 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
         stage=stage,
         notifier=notifier,
         channels=config.channels,
+        normalize=normalize,
+        catch_up=catch_up,
         counters=counters,
     )
 

@@ -1,8 +1,8 @@
-"""The aiokafka consumers and producers of the normalize and evaluate stages, configured once.
+"""The aiokafka consumer and producer of the normalize stage (the worker's one plain consumer
+group; the stateful stages are faust agents), configured in one place.
 
-Both stages must read and write with the same guarantees (manual commits in order, idempotent
-producers acknowledged by every replica) and the worker's fetch wait and timeouts, so the
-settings live here rather than in each stage.
+It must read and write with the worker's guarantees (manual commits in order, idempotent
+producers acknowledged by every replica) and its fetch wait and timeouts.
 """
 
 from __future__ import annotations

@@ -116,6 +116,12 @@ class NormalizeStage:
         self._commits: OrderedCommits | None = None
         self.caught_up = False
 
+    @property
+    def assigned(self) -> bool:
+        """The group has assigned this member its partitions (possibly none) since the last
+        revocation."""
+        return self._assigned
+
     async def on_ownership(self, assigned: bool) -> None:
         """Partitions were revoked (False) or assigned (True; possibly none) by the group.
 
@@ -134,14 +140,12 @@ class NormalizeStage:
         consumer = stage_consumer(settings, normalize_group(settings.app_id))
         producer = stage_producer(settings, settings.canonical_linger_ms)
         consumer.subscribe(list(raw_topics()), listener=_Ownership(self))
-        await producer.start()
         try:
+            await producer.start()
             await consumer.start()
-            try:
-                await self._loop(consumer, Publisher(KafkaSender(producer)))
-            finally:
-                await consumer.stop()
-        finally:
+            await self._loop(consumer, Publisher(KafkaSender(producer)))
+        finally:  # also when stopped while starting: an unstopped client leaks its sockets
+            await consumer.stop()
             await producer.stop()
 
     async def _loop(self, consumer: AIOKafkaConsumer, publisher: Publisher) -> None:
@@ -188,18 +192,29 @@ class NormalizeStage:
             counters["canonical_messages"] += 1
 
 
+ATTEMPTS = 2
+"""Tries of a frame whose normalizer raises unexpectedly (the first and one retry)."""
+
+
 def _normalize_one(message: Any) -> Sequence[CanonicalRecord] | str:
-    """One raw record's canonical records, or the dead-letter reason when it has none."""
-    try:
-        return normalize_envelope(decode_envelope(message.value))
-    except BadInputError as exc:
-        return exc.reason
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"not a raw envelope: {exc}"
-    except Exception as exc:
-        # A normalizer bug must not lose the frame nor stop the worker.
-        logger.exception("normalizer failed unexpectedly topic=%s", message.topic)
-        return f"unexpected {type(exc).__name__} in normalizer"
+    """One raw record's canonical records, or the dead-letter reason when it has none.
+
+    Bad input is dead-lettered at once; a normalizer that raises anything else is tried once
+    more, then the frame is dead-lettered too: one frame never stops the partition.
+    """
+    failure: Exception | None = None
+    for _attempt in range(ATTEMPTS):
+        try:
+            return normalize_envelope(decode_envelope(message.value))
+        except BadInputError as exc:
+            return exc.reason
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return f"not a raw envelope: {exc}"
+        except Exception as exc:
+            # A normalizer bug must not lose the frame nor stop the worker.
+            failure = exc
+            logger.exception("normalizer failed unexpectedly topic=%s", message.topic)
+    return f"unexpected {type(failure).__name__} in normalizer"
 
 
 class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -19,7 +19,8 @@ At-least-once without duplicates across crashes, in three steps:
    after a delivery, ``d:<id>`` is written and ``o:<id>`` and ``a:<id>`` are deleted. A lane
    takes what has queued up (at most :data:`DELIVERY_BATCH_MAX`) as one batch: its attempt
    marks are acknowledged together before the first send, its delivered marks together
-   after the last (each is written as soon as its send succeeded). An intent whose
+   after the last (each is queued as soon as its send succeeded and goes to Kafka, one
+   record batch, at the end of the lane's batch). An intent whose
    ``d:<id>`` exists is never sent again, so a restart re-sends only what was not confirmed
    as delivered. The one window left is a crash between the channel accepting a message and
    ``d:<id>`` reaching Kafka: no sender can close it against a peer without idempotency keys
@@ -28,7 +29,12 @@ At-least-once without duplicates across crashes, in three steps:
    :data:`POSSIBLE_DUPLICATE`, so people and receivers can tell the copy apart.
 
 ``alerts.v1`` and both tables have one partition: grouping, inhibition and rate limits look at
-all alerts at once, and alert volume is small.
+all alerts at once, and alert volume is small. Both tables are
+:class:`~pipeline.runtime.tables.BatchedTable` objects: writes queue per batch and go to the
+changelog as one record batch per flush. Rebalances: before the partition may move, the lanes
+stop and every write is acknowledged (:meth:`NotificationStage.on_revoked`); the next owner's
+store reloads both changelogs and :meth:`NotificationStage.activate` resumes the outbox.
+A record whose dispatch raises is tried once more, then dead-lettered (:func:`dispatch_once`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import asyncio
 import logging
 import random
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
@@ -45,7 +51,6 @@ import msgspec
 from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.publish import Publisher
-from pipeline.agents.state import PartitionState
 from pipeline.alerting.dispatch import Dispatcher
 from pipeline.alerting.model import (
     Notification,
@@ -55,8 +60,9 @@ from pipeline.alerting.model import (
 )
 from pipeline.alerting.timers import DeadlineIndex, TrackedState, run_due
 from pipeline.errors import NotifyError
-from pipeline.models import decode_alert
+from pipeline.models import AlertTransition, decode_alert
 from pipeline.notify.sender import Notifier
+from pipeline.runtime.tables import BatchedTable, PartitionView
 from producers.envelope import now_ms
 
 logger = logging.getLogger(__name__)
@@ -108,34 +114,32 @@ class NotificationStage:
         dispatcher: turns transitions into notification intents.
         notifier: sends one notification (its own retries are the fast ones; this stage
             retries slowly, forever, for retryable failures).
-        state_table: faust table for the dispatcher's state (1 partition).
-        log_table: faust table for the outbox and delivered marks (1 partition).
+        state_table: batched table for the dispatcher's state (1 partition).
+        log_table: batched table for the outbox and delivered marks (1 partition).
         retry_max_delay: longest pause between two rounds of retries of one notification.
+        counters: the worker's counters (``notifications_sent``, ``notifications_failed``).
     """
 
     def __init__(
         self,
         dispatcher: Dispatcher,
         notifier: Notifier,
-        state_table: Any,
-        log_table: Any,
+        state_table: BatchedTable,
+        log_table: BatchedTable,
         *,
         retry_max_delay: float = 60.0,
+        counters: MutableMapping[str, int] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self._counters: MutableMapping[str, int] = counters if counters is not None else {}
         self.notifier = notifier
         self._retry_max_delay = retry_max_delay
-        self._state_store: PartitionState[StateValue] = PartitionState(
-            state_table, 0, encode_state, decode_state
+        self._state_store: PartitionView[StateValue] = state_table.view(
+            0, encode_state, decode_state
         )
         self.state = TrackedState(self._state_store, DeadlineIndex())
-        self.log: PartitionState[LogValue] = PartitionState(
-            log_table,
-            0,
-            _encode_log,
-            _decode_log,
-            (msgspec.DecodeError, msgspec.ValidationError),
-            confirm_writes=True,
+        self.log: PartitionView[LogValue] = log_table.view(
+            0, _encode_log, _decode_log, (msgspec.DecodeError, msgspec.ValidationError)
         )
         self._seq = 0
         self._queues: dict[tuple[str, int], asyncio.Queue[OutboxEntry]] = {}
@@ -199,6 +203,16 @@ class NotificationStage:
         """
         await self.log.flush_confirmed()
         self._state_store.flush()
+        await self._state_store.table.flush()
+
+    async def on_revoked(self) -> None:
+        """The partition may move: stop sending, every write of both tables acknowledged
+        (the next owner's recovery must read all of it)."""
+        await self.deactivate()
+        async with self.lock:
+            await self.log.flush_confirmed()
+            self._state_store.flush()
+            await self._state_store.table.flush_confirmed()
 
     async def tick(self, clock_ms: int) -> None:
         """Timer body: expire dispatcher deadlines (group_wait, repeat...) and prune marks."""
@@ -208,7 +222,7 @@ class NotificationStage:
             self.accept(run_due(self.dispatcher, self.state, clock_ms))
             await self.flush_tables()
 
-    def prune(self, clock_ms: int) -> int:
+    async def prune(self, clock_ms: int) -> int:
         """Forget delivered marks older than :data:`DELIVERED_KEPT_MS`."""
         old = [
             k
@@ -217,7 +231,7 @@ class NotificationStage:
         ]
         for key in old:
             del self.log[key]
-        self.log.flush()
+        await self.log.flush_confirmed()
         return len(old)
 
     # --- delivery -----------------------------------------------------------------------
@@ -293,11 +307,10 @@ class NotificationStage:
                     await self.log.flush_confirmed()
                     return rest
                 if failure is not None:
-                    _log_dropped(channel, send, failure)
+                    self._dropped(channel, send, failure)
                 self._settle(entry, delivered=failure is None)
             else:
                 self._settle(entry, delivered=False)
-            self.log.flush()  # on its way now; acknowledged by the wait below
         await self.log.flush_confirmed()
         return []
 
@@ -305,6 +318,7 @@ class NotificationStage:
         """Record a delivery (``d:<id>``) and drop the entry's outbox and attempt marks."""
         key = entry.notification.id
         if delivered:
+            self._counters["notifications_sent"] = self._counters.get("notifications_sent", 0) + 1
             self.log[f"d:{key}"] = DeliveredMark(now_ms())
         for mark in (f"o:{key}", f"a:{key}"):
             if mark in self.log:
@@ -338,8 +352,12 @@ class NotificationStage:
             if next_failure is None:
                 return True
             failure = next_failure
-        _log_dropped(channel, notification, failure)
+        self._dropped(channel, notification, failure)
         return False
+
+    def _dropped(self, channel: str, notification: Notification, failure: NotifyError) -> None:
+        self._counters["notifications_failed"] = self._counters.get("notifications_failed", 0) + 1
+        _log_dropped(channel, notification, failure)
 
 
 def _log_dropped(channel: str, notification: Notification, failure: NotifyError) -> None:
@@ -386,7 +404,7 @@ def make_send_notifications(
     *,
     batch_max: int,
     batch_within: float,
-    counters: dict[str, int],
+    counters: MutableMapping[str, int],
 ) -> Callable[[Any], Awaitable[None]]:
     """Build the agent function over ``alerts.v1``."""
 
@@ -410,7 +428,13 @@ def make_send_notifications(
                         deadletter, event, stage="notify", reason=f"not an alert: {exc}"
                     )
                     continue
-                stage.accept(stage.dispatcher.dispatch(stage.state, alert, clock))
+                outcome = dispatch_once(stage, alert, clock)
+                if isinstance(outcome, str):
+                    counters["dispatch_failed"] += 1
+                    counters["deadlettered"] += 1
+                    await dead_letter(deadletter, event, stage="notify", reason=outcome)
+                    continue
+                stage.accept(outcome)
                 counters["alerts"] += 1
             await stage.flush_tables()
 
@@ -419,3 +443,25 @@ def make_send_notifications(
         )
 
     return send_notifications
+
+
+ATTEMPTS = 2
+"""Tries of one alert's dispatch before it is dead-lettered (the first and one retry)."""
+
+
+def dispatch_once(
+    stage: NotificationStage, alert: AlertTransition, clock_ms: int
+) -> list[Notification] | str:
+    """The notifications the dispatcher decides on for ``alert``, or why it could not after
+    :data:`ATTEMPTS` tries: a dispatcher that raises on one alert must not stop the stage or
+    make it crash in a loop; the alert goes to the dead letters with the reason."""
+    failure: Exception | None = None
+    for attempt in range(ATTEMPTS):
+        try:
+            return stage.dispatcher.dispatch(stage.state, alert, clock_ms)
+        except Exception as exc:
+            failure = exc
+            logger.exception(
+                "dispatch failed attempt=%d fingerprint=%s", attempt + 1, alert.fingerprint
+            )
+    return f"dispatch failed: {type(failure).__name__}: {str(failure)[:200]}"

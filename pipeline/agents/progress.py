@@ -8,12 +8,13 @@ Records advance a runtime's clock by their own event time (as in ``streamwarden 
 while catching up the outcome is the one replay gives; once caught up, the wall-clock timer
 takes over for what only time can fire (silence, a window closing with no further record).
 
-"Caught up" for a partition means every input partition that feeds it — the canonical
-partitions of that number *and* every raw partition this worker's normalize stage owns, since
-its backlog becomes canonical records later — has been processed up to its high-water mark,
-as the consumer last saw it (each stage checks its own after every batch). That mark comes
-with fetch responses, so it can trail the log by a fetch; :class:`CatchUp` therefore asks for
-two consecutive positive answers.
+"Caught up" for a partition means both canonical partitions of that number were processed up
+to their high-water mark as faust's consumer last saw it (``Consumer.highwater``, per topic
+partition, from the fetch responses; :class:`ConsumeProgress` keeps the next offset the agent
+has processed, or the committed one before it processed any), and this worker's normalize
+stage has caught up with the raw partitions it owns (its backlog becomes canonical records
+later). The high-water mark comes with fetch responses, so it can trail the log by a fetch;
+:class:`CatchUp` therefore asks for two consecutive positive answers.
 
 Limit: with several workers, another worker's raw backlog is invisible here. A record it
 normalizes more than the rule's ``grace`` after our clock passed its time counts as late.
@@ -22,8 +23,56 @@ normalizes more than the rule's ``grace`` after our clock passed its time counts
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["CatchUp"]
+from faust.types import TP
+
+from pipeline.topics import MEASUREMENTS_TOPIC, STATES_TOPIC
+
+__all__ = ["CatchUp", "ConsumeProgress"]
+
+
+class ConsumeProgress:
+    """Next offset to process per input partition, as noted by the agent after each batch."""
+
+    def __init__(self) -> None:
+        self._done: dict[TP, int] = {}
+
+    def note(self, events: Iterable[Any]) -> None:
+        """Record that ``events`` (a handled batch) are processed."""
+        done = self._done
+        for event in events:
+            message = event.message
+            following = message.offset + 1
+            if done.get(message.tp, -1) < following:
+                done[message.tp] = following
+
+    def forget_all(self) -> None:
+        """After an assignment: what was noted may belong to partitions now elsewhere."""
+        self._done.clear()
+
+    def lag(self, consumer: Any, tp: TP) -> int | None:
+        """Records of ``tp`` not processed yet, or None when unknown (not fetched yet).
+
+        Args:
+            consumer: faust's consumer (``highwater``, ``assignment`` and the committed
+                offsets it keeps after seeking to them).
+        """
+        if tp not in consumer.assignment():
+            return None
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            return None
+        # After an assignment nothing was noted yet: the committed offset is where we resume.
+        committed = consumer._committed_offset.get(tp) or 0
+        return max(0, int(highwater) - max(self._done.get(tp, 0), int(committed)))
+
+    def caught_up(self, consumer: Any, partition: int) -> bool:
+        """Both canonical partitions of ``partition`` processed to their high-water marks."""
+        return all(
+            self.lag(consumer, TP(topic, partition)) == 0
+            for topic in (MEASUREMENTS_TOPIC, STATES_TOPIC)
+        )
 
 
 class CatchUp:
@@ -31,7 +80,7 @@ class CatchUp:
 
     Args:
         partition_caught_up: whether the canonical partitions of a number (both topics) were
-            processed up to their high-water marks at the evaluate stage's last check.
+            processed up to their high-water marks.
         upstream_caught_up: whether the normalize stage has caught up with every raw
             partition it owns (its backlog becomes canonical records later).
     """

@@ -2,8 +2,8 @@
 
 ``Topic.send`` builds a FutureMessage, a PendingMessage and callbacks for every record; at the
 volumes of ``measurements.v1`` that machinery costs more than the work itself. Stages instead
-hand records straight to a producer (faust's transport producer in the notify agent, an
-aiokafka producer behind :class:`KafkaSender` in the normalize and evaluate stages) and, at the
+hand records straight to a producer (faust's transport producer in the agents, an aiokafka
+producer behind :class:`KafkaSender` in the normalize stage) and, at the
 end of each batch, wait until Kafka acknowledged every one: a failed send raises before the
 batch's offsets can be committed, so nothing is acked that was not written.
 """
@@ -11,7 +11,7 @@ batch's offsets can be committed, so nothing is acked that was not written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -41,25 +41,6 @@ class KafkaSender:
     ) -> Any:
         return await self._producer.send(topic, value=value, key=key, partition=partition)
 
-    async def send_batch(
-        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
-    ) -> list[Any]:
-        """``(key, value)`` records to one partition as record batches: one future per batch,
-        not per record (aiokafka's per-record futures and their completion callbacks were a
-        tenth of the evaluate stage's time when it wrote a changelog record per meter)."""
-        futures: list[Any] = []
-        batch = self._producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: closed
-                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-                batch = self._producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise PublishError(f"a record of {len(value or b'')} bytes exceeds a batch")
-        if batch.record_count():
-            batch.close()  # no producer.send() may add to it once submitted
-            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-        return futures
-
 
 class Publisher:
     """Send records now, confirm them all at :meth:`confirm`.
@@ -88,19 +69,6 @@ class Publisher:
             PublishError: any record was not written (the cause is chained).
         """
         await self.take_pending()
-
-    async def send_many(
-        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
-    ) -> None:
-        """Hand ``(key, value)`` records for one partition to the producer, in order; in
-        record batches where it can (:meth:`KafkaSender.send_batch`)."""
-        send_batch = getattr(self._producer, "send_batch", None)
-        if send_batch is None:
-            for key, value in records:
-                await self.send(topic, key, value, partition=partition)
-            return
-        self._pending.extend(await send_batch(topic, partition, records))
-        self.sent += len(records)
 
     def take_pending(self) -> Awaitable[None]:
         """What :meth:`confirm` waits for, detached: everything sent until now, and nothing

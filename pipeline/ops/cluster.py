@@ -36,7 +36,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from pipeline.agents.clients import stage_consumer
-from pipeline.agents.evaluate import evaluate_group
 from pipeline.agents.normalize import normalize_group
 from pipeline.models import AlertTransition, decode_alert
 from pipeline.ops.history import NOTIFICATIONS_TOPIC, NotificationRecord, decode_record
@@ -289,10 +288,11 @@ class GroupStatus:
 
 
 def stage_groups(app_id: str) -> list[tuple[str, str, list[str]]]:
-    """``(stage, group id, input topics)`` of every consuming stage."""
+    """``(stage, group id, input topics)`` of every consuming stage: normalize has a plain
+    aiokafka group of its own, evaluate and notify are faust agents of the app's group."""
     return [
         ("normalize", normalize_group(app_id), raw_topics()),
-        ("evaluate", evaluate_group(app_id), [MEASUREMENTS_TOPIC, STATES_TOPIC]),
+        ("evaluate", app_id, [MEASUREMENTS_TOPIC, STATES_TOPIC]),
         ("notify", app_id, [ALERTS_TOPIC]),
     ]
 

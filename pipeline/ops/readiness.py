@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.ops.cluster import GroupStatus
 
-__all__ = ["Check", "evaluate", "lag_checks", "parts_readiness"]
+__all__ = ["Check", "evaluate", "lag_checks", "parts_readiness", "worker_checks"]
 
 Check = dict[str, Any]
 
@@ -57,11 +57,12 @@ def lag_checks(groups: list[GroupStatus] | None, max_lag: int) -> dict[str, Chec
 
 
 def parts_readiness(parts: Any) -> Callable[[], dict[str, object]]:
-    """Readiness of the current :class:`~pipeline.worker.WorkerParts` (an adapter: it reads
-    public attributes only and goes away when the worker offers ``readiness()``)."""
+    """The readiness checks of a :class:`~pipeline.worker.WorkerParts`: its ``readiness()``
+    facts (per stage: assigned, recovered, caught up) turned into ``/readyz`` checks, or, for
+    parts without it, the same checks read from public attributes."""
     readiness = getattr(parts, "readiness", None)
     if callable(readiness):
-        return readiness  # type: ignore[no-any-return]
+        return lambda: worker_checks(readiness(), parts.channels)
 
     def checks() -> dict[str, object]:
         app = parts.app
@@ -92,3 +93,38 @@ def parts_readiness(parts: Any) -> Callable[[], dict[str, object]]:
         }
 
     return checks
+
+
+def worker_checks(facts: Mapping[str, Any], channels: Mapping[str, Any]) -> dict[str, object]:
+    """``/readyz`` checks from ``WorkerParts.readiness()``.
+
+    Ready needs the normalize stage's assignment, recovered tables (no rebalance under way)
+    and channels; how far each stage lags is the lag check's business (Kafka's committed
+    offsets, :func:`lag_checks`), so the stages' own "caught up" is shown, not required.
+    """
+    normalize = facts.get("normalize") or {}
+    evaluate = facts.get("evaluate") or {}
+    notify = facts.get("notify") or {}
+    partitions = list(evaluate.get("partitions") or [])
+    caught_up = list(evaluate.get("caught_up") or [])
+    return {
+        "assigned": {
+            "ok": bool(normalize.get("assigned")),
+            "detail": (
+                f"normalize assigned={bool(normalize.get('assigned'))}; evaluate partitions="
+                f"{partitions}; notify active={bool(notify.get('active'))}"
+            ),
+        },
+        "recovered": {
+            "ok": bool(evaluate.get("recovered")),
+            "detail": (
+                f"tables recovered; caught up on partitions {caught_up}"
+                if evaluate.get("recovered")
+                else "table recovery not finished (or a rebalance is under way)"
+            ),
+        },
+        "channels": {
+            "ok": bool(channels),
+            "detail": ",".join(sorted(channels)) or "no channel loaded",
+        },
+    }

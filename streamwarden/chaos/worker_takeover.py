@@ -33,20 +33,20 @@ from streamwarden.chaos.workload import PARTITIONS, WINDOW_GRACE_S
 NAME = "worker-takeover"
 
 UP_TIMEOUT_S = 90.0
-_ASSIGNED = re.compile(r"evaluate stage assigned partitions=([0-9,]+|none)\b")
+_ASSIGNED = re.compile(r"rule partitions owned partitions=([0-9,]+|none)\b")
 _WEDGED = "Unexpected error from SyncGroup"
 _DELIVERED = "notification delivered"
 GROUP_ATTEMPTS = 6
-"""Second workers started before giving up. A worker joins three groups (normalize, evaluate,
-faust's), each of which the embedded broker can wedge (see :func:`_form_group`): about two
+"""Second workers started before giving up. A worker joins two groups (normalize, faust's),
+each of which the embedded broker can wedge (see :func:`_form_group`): about two
 joins in five wedged one of them in the runs of 2026-12-02, so three attempts failed a run in
 ~6% of cases, six in well under 1%."""
 JOIN_TIMEOUT_S = 45.0
 
 
 def assigned_partitions(log_text: str) -> set[int] | None:
-    """The rule partitions of the last assignment a worker's evaluate stage logged
-    (``evaluate stage assigned partitions=0,2``), or None before any."""
+    """The rule partitions of the last assignment a worker's ``evaluate_rules`` agent logged
+    once recovered (``rule partitions owned partitions=0,2``), or None before any."""
     current: set[int] | None = None
     for match in _ASSIGNED.finditer(log_text):
         text = match.group(1)

@@ -45,3 +45,9 @@ def test_quick_benchmark_prints_every_scenario_as_json() -> None:
     assert state["state_entries"] == state["entities"] * state["metrics"] > 0
     assert state["timers"] == state["state_entries"]  # every window is open and timed
     assert state["rss_mb"] > state["rss_before_mb"] > 0
+    burst = by_name["notification_burst"]
+    assert burst["notifications"] == 1000
+    assert burst["notifications_per_s"] > 0 and burst["cpu_ms_per_notification"] > 0
+    recovery = by_name["takeover_recovery"]
+    assert recovery["records_read"] == recovery["keys"] == 10_000
+    assert recovery["changelog_read_s"] > 0 and recovery["assigned_to_serving_s"] > 0

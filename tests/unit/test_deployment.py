@@ -152,11 +152,13 @@ def test_channel_urls_come_from_compose_secrets(monkeypatch: pytest.MonkeyPatch)
     assert not any(v.startswith("STREAMWARDEN_CHANNEL_") for v in worker["environment"])
 
 
-def test_the_store_is_the_one_the_readme_recommends() -> None:
-    store = COMPOSE["services"]["worker"]["environment"]["STREAMWARDEN_STORE"]
+def test_the_worker_sets_no_table_store() -> None:
+    """Table state lives in memory and is recovered from its changelogs (issue 18): a store
+    setting in the deployment would promise what the worker does not do."""
+    env = COMPOSE["services"]["worker"]["environment"]
     readme = (ROOT / "README.md").read_text()
-    assert store == "memory://"
-    assert re.search(r"`STREAMWARDEN_STORE` \| `memory://` \| [^|]*why", readme)
+    assert "STREAMWARDEN_STORE" not in env
+    assert "table state is held in\nmemory and recovered from the changelogs" in readme
 
 
 def test_every_image_is_pinned() -> None:

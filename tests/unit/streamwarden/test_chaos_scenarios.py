@@ -9,17 +9,17 @@ from streamwarden.chaos.upstream_drop import _common_prefix, element_readings
 from streamwarden.chaos.worker_takeover import assigned_partitions
 
 ASSIGNMENT_LOG = """\
-[2026-12-02 02:10:43,259] [23220] [INFO] evaluate stage assigned partitions=1,3 kept=none recovered=1,3
-[2026-12-02 02:10:58,843] [23220] [INFO] Revoking previously assigned partitions {...}
-[2026-12-02 02:11:03,259] [23220] [INFO] evaluate stage assigned partitions=0,1,2,3 kept=1,3 recovered=0,2
+2026-12-03 02:10:43,259 INFO pipeline.agents.evaluate: rule partitions owned partitions=1,3
+[2026-12-03 02:10:58,843] [23220] [INFO] Revoking previously assigned partitions {...}
+2026-12-03 02:11:03,259 INFO pipeline.agents.evaluate: rule partitions owned partitions=0,1,2,3
 """
 
 
 def test_the_last_assignment_in_a_worker_log_wins() -> None:
     assert assigned_partitions(ASSIGNMENT_LOG) == {0, 1, 2, 3}
-    first = ASSIGNMENT_LOG.split("[2026-12-02 02:10:58")[0]
+    first = ASSIGNMENT_LOG.split("[2026-12-03 02:10:58")[0]
     assert assigned_partitions(first) == {1, 3}
-    assert assigned_partitions(first + "[INFO] evaluate stage assigned partitions=none") == set()
+    assert assigned_partitions(first + "INFO rule partitions owned partitions=none") == set()
     assert assigned_partitions("worker starting\n") is None
 
 

@@ -1,13 +1,14 @@
 """Delivery from the outbox: marks acknowledged in the right order, batches, retries, restarts.
 
-The tables are in-memory stand-ins for faust tables (``data`` plus ``send_changelog``) whose
-changelog acknowledgements arrive a little later, like Kafka's; the notifier records what was
+The tables are the worker's batched faust tables, their changelog batches handed to a sender
+whose acknowledgements arrive a little later, like Kafka's; the notifier records what was
 durable at the moment of each send.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,27 +20,39 @@ from pipeline.alerting.dispatch import Dispatcher
 from pipeline.alerting.model import Notification
 from pipeline.errors import NotifyError
 from pipeline.notify.sender import Notifier
+from pipeline.runtime.app import StreamWardenApp
+from pipeline.runtime.tables import BatchedTable
 
 
 class SlowAckTable:
-    """``data`` and ``send_changelog`` of a faust table; a write is acknowledged 5 ms later.
-    Every acknowledgement sets :attr:`changed`."""
+    """A :class:`BatchedTable` whose changelog batches are acknowledged 5 ms after they are
+    sent, like Kafka's; every acknowledgement sets :attr:`changed`."""
 
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+    def __init__(self, name: str = "notify_log") -> None:
+        app = StreamWardenApp(
+            f"test-{name}", broker="kafka://localhost:1", autodiscover=False, web_enabled=False
+        )
+        self.table = BatchedTable(
+            app=app, name=name, default=None, partitions=1, key_type=bytes, value_type=bytes
+        )
+        self.table.sender = self.send
         self.acked: list[tuple[str, bool]] = []  # (key, written) in order of acknowledgement
         self.changed = asyncio.Event()
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None) -> Any:
+    async def send(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> list[Any]:
         future = asyncio.get_running_loop().create_future()
 
         def ack() -> None:
-            self.acked.append((key.decode().removeprefix("p0|"), value is not None))
+            for key, value in records:
+                assert key is not None
+                self.acked.append((key.decode().removeprefix("p0|"), value is not None))
             future.set_result(None)
             self.changed.set()
 
         asyncio.get_running_loop().call_later(0.005, ack)
-        return future
+        return [future]
 
     def durable(self) -> set[str]:
         """Keys whose last acknowledged write is a value (not a deletion)."""
@@ -81,7 +94,12 @@ def notification(n: int, group: str = "g") -> Notification:
 
 
 def stage_over(log: SlowAckTable, notifier: RecordingNotifier) -> NotificationStage:
-    stage = NotificationStage(cast(Dispatcher, None), cast(Notifier, notifier), SlowAckTable(), log)
+    stage = NotificationStage(
+        cast(Dispatcher, None),
+        cast(Notifier, notifier),
+        SlowAckTable("notify_state").table,
+        log.table,
+    )
     stage.activate()
     return stage
 
