@@ -52,9 +52,7 @@ def test_worker_facts_become_checks_that_name_what_is_missing() -> None:
 def test_worker_facts_ready_when_assigned_recovered_and_channels_loaded() -> None:
     ready, _ = evaluate(worker_checks(_facts(assigned=True, recovered=True), {"c": 1}))
     assert ready
-    not_assigned, checks = evaluate(
-        worker_checks(_facts(assigned=False, recovered=True), {"c": 1})
-    )
+    not_assigned, checks = evaluate(worker_checks(_facts(assigned=False, recovered=True), {"c": 1}))
     assert not not_assigned and checks["assigned"]["ok"] is False
     no_channels, checks = evaluate(worker_checks(_facts(assigned=True, recovered=True), {}))
     assert not no_channels and checks["channels"]["detail"] == "no channel loaded"
