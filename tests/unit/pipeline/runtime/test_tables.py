@@ -124,3 +124,59 @@ def test_the_store_applies_changelog_records_as_recovery_reads_them() -> None:
     assert store.persisted_offset(TP("another-topic", 2)) is None
     store.drop([2])
     assert store.partitions == {} and store.persisted_offset(TP(topic, 2)) is None
+
+
+class ChangelogReader:
+    """A consumer over one changelog partition's records, as the store's recovery reads it.
+
+    ``seek_to_beginning`` behaves as observed on the embedded broker when a default reset
+    raced it: the position lands at the end (nothing read). An explicit ``seek`` is honoured.
+    """
+
+    def __init__(self, records: list[tuple[int, bytes, bytes | None]]) -> None:
+        self.records = records  # (offset, key, value)
+        self.positions: dict[Any, int] = {}
+
+    def assign(self, tps: list[Any]) -> None:
+        self.tps = tps
+
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: len(self.records) for tp in tps}
+
+    async def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: 0 for tp in tps}
+
+    async def seek_to_beginning(self, *tps: Any) -> None:
+        for tp in tps:
+            self.positions[tp] = len(self.records)  # the racing reset to "latest"
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def getmany(self, *tps: Any, timeout_ms: int = 0) -> dict[Any, list[Any]]:
+        out: dict[Any, list[Any]] = {}
+        for tp in tps:
+            start = self.positions[tp]
+            batch = [SimpleNamespace(offset=o, key=k, value=v) for o, k, v in self.records[start:]]
+            if batch:
+                out[tp] = batch
+                self.positions[tp] = len(self.records)
+        return out
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+
+async def test_recovery_reads_from_an_explicit_start_not_a_reset_that_may_land_at_the_end() -> None:
+    table, _sent = _table()
+    reader = ChangelogReader(
+        [
+            (0, changelog_key(1, "a"), b"1"),
+            (1, changelog_key(1, "b"), b"2"),
+            (2, changelog_key(1, "a"), None),
+        ]
+    )
+    read = await table.store._read(reader, [1])  # type: ignore[arg-type]
+    assert read == 3
+    assert table.store.partitions[1] == {"b": b"2"}
+    assert table.store.persisted_offset(TP(table.changelog_topic.get_topic_name(), 1)) == 2
