@@ -17,6 +17,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from pipeline.agents.batch_times import BatchTimes
 from pipeline.agents.evaluate import RuleRuntimes, make_evaluate_rules, wall_clock_ms
 from pipeline.agents.normalize import NormalizeStage
 from pipeline.agents.notify import NotificationStage, make_send_notifications
@@ -155,6 +156,7 @@ class WorkerParts:
     normalize: NormalizeStage
     catch_up: CatchUp
     counters: Counter[str] = field(default_factory=Counter)
+    batch_times: BatchTimes = field(default_factory=BatchTimes)
 
     def readiness(self) -> dict[str, object]:
         """Per stage: partitions assigned, state recovered, caught up; cheap (no I/O).
@@ -233,7 +235,8 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
         return app.producer
 
     runtimes = RuleRuntimes(config.engine, rule_table, producer, counters)
-    normalize = NormalizeStage(settings, counters)
+    batch_times = BatchTimes()  # per stage batch durations, for /metrics
+    normalize = NormalizeStage(settings, counters, batch_times)
     catch_up = CatchUp(
         lambda p: runtimes.progress.caught_up(app.consumer, p),
         upstream_caught_up=lambda: normalize.caught_up,
@@ -248,11 +251,18 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
     app.before_seek = before_seek
 
     app.agent(canonical, name="evaluate_rules")(
-        make_evaluate_rules(runtimes, batch_max=batch_max, batch_within=within)
+        make_evaluate_rules(
+            runtimes, batch_max=batch_max, batch_within=within, batch_times=batch_times
+        )
     )
     app.agent(alerts, name="send_notifications")(
         make_send_notifications(
-            stage, producer, batch_max=batch_max, batch_within=within, counters=counters
+            stage,
+            producer,
+            batch_max=batch_max,
+            batch_within=within,
+            counters=counters,
+            batch_times=batch_times,
         )
     )
 
@@ -321,6 +331,7 @@ def build_worker(settings: PipelineSettings, config: WorkerConfig) -> WorkerPart
         normalize=normalize,
         catch_up=catch_up,
         counters=counters,
+        batch_times=batch_times,
     )
 
 

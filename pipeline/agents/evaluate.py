@@ -40,6 +40,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.agents.batch_times import BatchTimes
 from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.progress import ConsumeProgress
@@ -249,14 +250,20 @@ def _decode(topic: str, value: bytes | None) -> Sequence[CanonicalRecord]:
 
 
 def make_evaluate_rules(
-    runtimes: RuleRuntimes, *, batch_max: int, batch_within: float
+    runtimes: RuleRuntimes,
+    *,
+    batch_max: int,
+    batch_within: float,
+    batch_times: BatchTimes | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """Build the agent function over ``measurements.v1`` and ``states.v1``."""
+    times = batch_times or BatchTimes()
 
     async def evaluate_rules(stream: Any) -> None:
         async def handle(events: Any) -> None:
             async with runtimes.lock:
-                await runtimes.evaluate(events)
+                with times.timed("evaluate"):
+                    await runtimes.evaluate(events)
 
         await batches_or_exit(
             "evaluate_rules", stream.take_events(batch_max, within=batch_within), handle

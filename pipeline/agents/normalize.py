@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
+from pipeline.agents.batch_times import BatchTimes
 from pipeline.agents.clients import stage_consumer, stage_producer
 from pipeline.agents.commits import (
     COMMIT_INTERVAL_S,
@@ -109,9 +110,15 @@ class NormalizeStage:
             :mod:`pipeline.agents.progress`).
     """
 
-    def __init__(self, settings: PipelineSettings, counters: MutableMapping[str, int]) -> None:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        counters: MutableMapping[str, int],
+        batch_times: BatchTimes | None = None,
+    ) -> None:
         self._settings = settings
         self._counters = counters
+        self._batch_times = batch_times or BatchTimes()
         self._assigned = False
         self._commits: OrderedCommits | None = None
         self.caught_up = False
@@ -160,7 +167,8 @@ class NormalizeStage:
                 )
                 if batches:
                     try:
-                        await self._normalize(batches, publisher)
+                        with self._batch_times.timed("normalize"):
+                            await self._normalize(batches, publisher)
                     except Exception as exc:  # a bug, or the producer refused: see docstring
                         exit_now("normalize", exc)
                     offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}

@@ -48,6 +48,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.agents.batch_times import BatchTimes
 from pipeline.agents.crash import batches_or_exit
 from pipeline.agents.deadletter import dead_letter
 from pipeline.agents.publish import Publisher
@@ -405,17 +406,20 @@ def make_send_notifications(
     batch_max: int,
     batch_within: float,
     counters: MutableMapping[str, int],
+    batch_times: BatchTimes | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """Build the agent function over ``alerts.v1``."""
+    times = batch_times or BatchTimes()
 
     async def send_notifications(stream: Any) -> None:
         deadletter = Publisher(producer())
 
         async def handle(events: Any) -> None:
             stage.activate()
-            async with stage.lock:  # a timer tick must not flush this batch's state early
-                await dispatch(events)
-            await deadletter.confirm()
+            with times.timed("notify"):
+                async with stage.lock:  # a timer tick must not flush this batch's state early
+                    await dispatch(events)
+                await deadletter.confirm()
 
         async def dispatch(events: Any) -> None:
             clock = now_ms()

@@ -10,6 +10,8 @@ Metric names (all prefixed ``streamwarden_``):
 ``worker_events_total{event}``                        stage counters (``normalized``,
                                                       ``deadlettered``, ``evaluated``,
                                                       ``transitions``, ``alerts`` ...)
+``stage_batch_seconds{stage}``                        histogram: one batch of normalize,
+                                                      evaluate or notify
 ``notifications_total{channel,outcome}``              sent, failed, retried, suppressed,
                                                       silenced, inhibited, muted
 ``notification_history_total{result}``                history records written/dropped/failed
@@ -34,7 +36,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from pipeline.ops.sources import WorkerSources
@@ -101,6 +107,16 @@ class WorkerCollector(Collector):
         for name, value in sorted(dict(self._sources.counters).items()):
             events.add_metric([name], float(value))
         yield events
+
+        if self._sources.batch_times is not None:
+            batches = HistogramMetricFamily(
+                f"{PREFIX}_stage_batch_seconds",
+                "Time one batch takes in a stage (decode, stage function, awaited emits)",
+                labels=["stage"],
+            )
+            for stage, times in sorted(self._sources.batch_times.stages.items()):
+                batches.add_metric([stage], times.cumulative(), sum_value=times.sum_s)
+            yield batches
 
         sent = CounterMetricFamily(
             f"{PREFIX}_notifications",

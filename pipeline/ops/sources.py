@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.agents.batch_times import BatchTimes
 from pipeline.rules.state import EngineState
 
 __all__ = ["WorkerSources"]
@@ -40,6 +41,7 @@ class WorkerSources:
             None.
         silences: the silences file's entries as JSON objects.
         local_entries: ``(fingerprint, rule state)`` of the partitions this worker owns.
+        batch_times: per stage batch durations (:mod:`pipeline.agents.batch_times`), or None.
     """
 
     counters: Mapping[str, int]
@@ -50,4 +52,5 @@ class WorkerSources:
     oldest_undelivered_ms: Callable[[], int | None] = lambda: None
     silences: Callable[[], list[dict[str, Any]]] = _no_silences
     local_entries: Callable[[], Iterable[tuple[str, EngineState]]] | None = None
+    batch_times: BatchTimes | None = None
     extra: dict[str, Any] = field(default_factory=dict)

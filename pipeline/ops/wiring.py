@@ -66,21 +66,25 @@ def sources_of(parts: Any, silences_file: Any = None) -> WorkerSources:
         outbox_depth=stage.pending,
         oldest_undelivered_ms=lambda: oldest_outbox_ms(stage),
         local_entries=lambda: local_rule_state(parts.runtimes),
+        batch_times=getattr(parts, "batch_times", None),
         silences=silences,
     )
 
 
 def local_rule_state(runtimes: Any) -> list[tuple[str, EngineState]]:
-    """``(fingerprint, state)`` of the rule state this worker holds (keys
-    ``p<partition>|<fingerprint>`` of its changelog table), decoded on demand."""
+    """``(fingerprint, state)`` of the rule state this worker holds: the raw values of every
+    owned partition of its changelog table (``ChangelogStore.partitions``, keys without their
+    ``p<partition>|`` prefix), decoded on demand."""
     out: list[tuple[str, EngineState]] = []
-    for key, value in list(runtimes.table.data.items()):
-        if value is None:
-            continue
-        try:
-            out.append((bytes(key).decode().split("|", 1)[-1], decode_state(value)))
-        except (StateFormatError, UnicodeError):
-            continue
+    partitions = runtimes.table.store.partitions
+    for partition in list(partitions):
+        for key, value in list(partitions.get(partition, {}).items()):
+            if value is None:
+                continue
+            try:
+                out.append((key, decode_state(value)))
+            except StateFormatError:
+                continue
     return out
 
 

@@ -138,6 +138,11 @@ async def test_ready_after_backlog_metrics_move_and_api_shows_alert(
         after = wait_until("metrics moved", sent_counted, 60, proc, log)
         moved = sum(v for (n, _l), v in after.items() if n == "streamwarden_worker_events_total")
         assert moved > normalized_before
+        for stage in ("normalize", "evaluate", "notify"):  # every stage timed its batches
+            assert _value(after, "streamwarden_stage_batch_seconds_count", stage=stage) >= 1
+            assert _value(
+                after, "streamwarden_stage_batch_seconds_bucket", stage=stage, le="+Inf"
+            ) == _value(after, "streamwarden_stage_batch_seconds_count", stage=stage)
         lag_series = [k for k in after if k[0] == "streamwarden_consumer_lag"]
         assert any(dict(labels)["stage"] == "normalize" for _n, labels in lag_series)
 
