@@ -13,11 +13,12 @@ name, because the product's topic names are fixed (``raw.<kind>.v1``, ``measurem
 another partition count: :meth:`BrokerHandle.partitions` gives the one to use.
 
 ``private_broker`` is always an embedded broker of the test's own, also when one is shared,
-for three kinds of test only: one that takes the broker down (an outage must not hit the tests
+for four kinds of test only: one that takes the broker down (an outage must not hit the tests
 sharing it); one that runs a single pipeline stage from the start of a fixed topic and counts
-what it saw (a stage reads every record there, other tests' included); and the live-equals-
-replay test, whose worker would lag behind the shared backlog (its docstring says how that
-changes absence alerts).
+what it saw (a stage reads every record there, other tests' included); the ops tests, whose
+worker reports cluster-wide views (lag, alerts.v1, notifications.v1) of the fixed topics; and
+the live-equals-replay test, whose worker would lag behind the shared backlog (its docstring
+says how that changes absence alerts).
 """
 
 from __future__ import annotations
@@ -163,6 +164,6 @@ def fresh_broker() -> Iterator[BrokerHandle]:
 @pytest.fixture
 def private_broker() -> Iterator[BrokerHandle]:
     """Always an embedded broker of this test's own, also when one is shared (see the module
-    docstring for the two kinds of test that need it)."""
+    docstring for the kinds of test that need it)."""
     with EmbeddedBroker() as broker:
         yield BrokerHandle(broker.bootstrap, broker)
