@@ -6,8 +6,7 @@ Kafka, so the answer is the cluster's, not a guess), and its channels are loaded
 as a mapping ``name -> bool`` or ``name -> {"ok": bool, "detail": str}``; the JSON body of a
 503 says which failed and why.
 
-:func:`parts_readiness` is the adapter over the current worker's parts; when the worker offers
-``WorkerParts.readiness()`` it replaces the adapter.
+:func:`parts_readiness` turns the worker's own facts (``WorkerParts.readiness()``) into checks.
 """
 
 from __future__ import annotations
@@ -58,41 +57,8 @@ def lag_checks(groups: list[GroupStatus] | None, max_lag: int) -> dict[str, Chec
 
 def parts_readiness(parts: Any) -> Callable[[], dict[str, object]]:
     """The readiness checks of a :class:`~pipeline.worker.WorkerParts`: its ``readiness()``
-    facts (per stage: assigned, recovered, caught up) turned into ``/readyz`` checks, or, for
-    parts without it, the same checks read from public attributes."""
-    readiness = getattr(parts, "readiness", None)
-    if callable(readiness):
-        return lambda: worker_checks(readiness(), parts.channels)
-
-    def checks() -> dict[str, object]:
-        app = parts.app
-        started = bool(getattr(app, "_consumer", None)) and app.consumer is not None
-        rebalancing = bool(getattr(app, "rebalancing", False))
-        recovery = getattr(getattr(app, "tables", None), "recovery", None)
-        completed = getattr(recovery, "completed", None)
-        recovered = bool(completed is not None and completed.is_set())
-        runtimes = parts.runtimes
-        missing = sorted(set(runtimes.owned) - set(runtimes.held))
-        return {
-            "assigned": {
-                "ok": started and not rebalancing,
-                "detail": "rebalancing" if rebalancing else ("joined" if started else "starting"),
-            },
-            "recovered": {
-                "ok": recovered and not missing,
-                "detail": (
-                    f"rule state missing for partitions {missing}"
-                    if missing
-                    else ("tables recovered" if recovered else "table recovery not finished")
-                ),
-            },
-            "channels": {
-                "ok": bool(parts.channels),
-                "detail": ",".join(sorted(parts.channels)) or "no channel loaded",
-            },
-        }
-
-    return checks
+    facts (per stage: assigned, recovered, caught up) turned into ``/readyz`` checks."""
+    return lambda: worker_checks(parts.readiness(), parts.channels)
 
 
 def worker_checks(facts: Mapping[str, Any], channels: Mapping[str, Any]) -> dict[str, object]:
