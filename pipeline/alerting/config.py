@@ -107,6 +107,7 @@ from pipeline.rules.loader import (  # the rule loader's line-aware YAML reader 
     _reword,
     format_path,
 )
+from pipeline.settings import PipelineSettings
 from producers.strict_yaml import StrictYAMLError, read_limited
 
 __all__ = [
@@ -608,7 +609,8 @@ def _check_silences_file(reader: _FileReader, path: DataPath, name: str, base: P
     and ``silence add`` write it (as root, ``/dev/null`` or ``/etc/...`` would be overwritten
     or make silences vanish)."""
     folder = (base or Path.cwd()).resolve()
-    data_dir = Path(os.environ.get("STREAMWARDEN_DATA_DIR") or ".streamwarden").resolve()
+    default_dir: Path = PipelineSettings.model_fields["data_dir"].default
+    data_dir = Path(os.environ.get("STREAMWARDEN_DATA_DIR") or default_dir).resolve()
     file = Path(name)
     if not file.is_absolute():
         file = folder / file
