@@ -19,8 +19,8 @@ At-least-once without duplicates across crashes, in three steps:
    after a delivery, ``d:<id>`` is written and ``o:<id>`` and ``a:<id>`` are deleted. A lane
    takes what has queued up (at most :data:`DELIVERY_BATCH_MAX`) as one batch: its attempt
    marks are acknowledged together before the first send, its delivered marks together
-   after the last (each is queued as soon as its send succeeded and goes to Kafka, one
-   record batch, at the end of the lane's batch). An intent whose
+   after the last (the batch's sends run in the notifier's thread one after another, and
+   their marks go to Kafka as one record batch at the end of the lane's batch). An intent whose
    ``d:<id>`` exists is never sent again, so a restart re-sends only what was not confirmed
    as delivered. The one window left is a crash between the channel accepting a message and
    ``d:<id>`` reaching Kafka: no sender can close it against a peer without idempotency keys
@@ -264,8 +264,8 @@ class NotificationStage:
         """Send ``batch`` in order; returns the entries left for the next round.
 
         One acknowledged write of the batch's attempt marks before its first send, one at its
-        end for the delivered marks (each written as soon as its send succeeded, so it is
-        usually durable long before): two waits per batch instead of two per notification.
+        end for the delivered marks: two waits per batch instead of two per notification. The
+        sends themselves go to the notifier as one run (one thread hop for all of them).
         A retryable failure withdraws the attempt marks of the entries behind it (so a crash
         during a long outage does not label never-sent notifications as possible duplicates),
         retries its entry until it settles, and hands the rest back.
@@ -293,30 +293,43 @@ class NotificationStage:
                 sends.append(notification)
         if fresh:
             await self.log.flush_confirmed()
-        for i, (entry, send) in enumerate(zip(batch, sends, strict=True)):
-            if send is not None:
-                failure = await self._send_once(send)
-                if failure is not None and failure.retryable:
-                    rest = batch[i + 1 :]
-                    for later in rest:
-                        mark = f"a:{later.notification.id}"
-                        if mark in fresh:
-                            del self.log[mark]
-                    await self.log.flush_confirmed()
-                    delivered = await self._send_until_settled(channel, send, failure)
-                    self._settle(entry, delivered=delivered)
-                    await self.log.flush_confirmed()
-                    return rest
-                if failure is not None:
-                    self._dropped(channel, send, failure)
-                self._settle(entry, delivered=failure is None)
-            else:
+        queued: list[tuple[OutboxEntry, Notification]] = []
+        for entry, send in zip(batch, sends, strict=True):
+            if send is None:
                 self._settle(entry, delivered=False)
+            else:
+                queued.append((entry, send))
+        while queued:
+            outcomes = await self.notifier.send_in_order([send for _, send in queued])
+            for (entry, _send), outcome in zip(queued, outcomes, strict=False):  # a prefix
+                if not isinstance(outcome, NotifyError):
+                    self._settle(entry, delivered=True)
+            failure = outcomes[-1] if outcomes else None
+            if not isinstance(failure, NotifyError):
+                break
+            entry, send = queued[len(outcomes) - 1]
+            queued = queued[len(outcomes) :]
+            if failure.retryable:
+                for later, _ in queued:
+                    mark = f"a:{later.notification.id}"
+                    if mark in fresh:
+                        del self.log[mark]
+                await self.log.flush_confirmed()
+                delivered = await self._send_until_settled(channel, send, failure)
+                self._settle(entry, delivered=delivered)
+                await self.log.flush_confirmed()
+                return [later for later, _ in queued]
+            self._dropped(channel, send, failure)
+            self._settle(entry, delivered=False)
         await self.log.flush_confirmed()
         return []
 
     def _settle(self, entry: OutboxEntry, *, delivered: bool) -> None:
-        """Record a delivery (``d:<id>``) and drop the entry's outbox and attempt marks."""
+        """Record a delivery (``d:<id>``) and drop the entry's outbox and attempt marks.
+
+        A batch's sends go through the notifier together
+        (:meth:`~pipeline.notify.sender.Notifier.send_in_order`), so their delivered marks
+        are queued together when it returns, and written, as before, at the batch's end."""
         key = entry.notification.id
         if delivered:
             self._counters["notifications_sent"] = self._counters.get("notifications_sent", 0) + 1

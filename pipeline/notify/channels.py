@@ -144,7 +144,10 @@ def _load_apprise(
     name: str, url: str, *, tls_insecure_acknowledged: bool = False
 ) -> apprise.Apprise:
     console.register()
-    target = apprise.Apprise()
+    # Sequential: the notifier calls apprise from its own threads, one lane's notifications
+    # after another (see Notifier.send_in_order); apprise's default hands every call to a
+    # thread pool of its own, a second hop per notification.
+    target = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
     if not target.add(url):
         raise ConfigError(
             f"channel {name!r}: apprise cannot load its URL (unknown scheme or malformed); "

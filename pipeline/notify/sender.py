@@ -28,7 +28,9 @@ import contextlib
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,9 @@ logger = logging.getLogger(__name__)
 _STATUS_CODE = re.compile(r"\berror=(\d{3})\b")
 _RETRYABLE_4XX = frozenset({408, 425, 429})
 _DELIVERED_IDS_KEPT = 10_000
+SEND_THREADS = 16
+"""Threads that call apprise: one per lane in flight (a slow channel holds one while it
+waits on its peer, so this bounds how many lanes wait at once, not how many exist)."""
 
 Sleep = Callable[[float], Awaitable[None]]
 HistoryHook = Callable[[Notification, str, str], None]
@@ -190,7 +195,8 @@ class Notifier:
         self._sleep = sleep
         self._rng = rng
         self.stats = stats or ChannelStats()
-        self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._delivered_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._executor = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="notify-send")
         capture_debug()
         self.history: HistoryHook | None = None
         """Told every outcome ``(notification, "delivered"|"failed", reason)``; the worker
@@ -206,6 +212,11 @@ class Notifier:
         """Every counter of every channel that has one."""
         return self.stats.snapshot()
 
+    def close(self, *, wait: bool = False) -> None:
+        """Stop the sending threads: no new call starts; with ``wait``, return once the calls
+        in flight ended (apprise cannot abandon a call: it ends by its own timeout)."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+
     # --- notification intents -------------------------------------------------------------
 
     async def send(self, notification: Notification) -> Delivery | None:
@@ -218,7 +229,7 @@ class Notifier:
             The delivery, or None when skipped or undelivered (logged by channel name,
             notification id and fingerprints; counted as ``failed``).
         """
-        if notification.id and notification.id in self._delivered:
+        if notification.id and notification.id in self._delivered_ids:
             logger.debug(
                 "notification already delivered, skipped channel=%s id=%s",
                 notification.channel,
@@ -244,28 +255,80 @@ class Notifier:
         Raises:
             NotifyError: permanent failure, or retries exhausted (counted as ``failed``).
         """
+        (outcome,) = await self.send_in_order([notification])
+        if isinstance(outcome, NotifyError):
+            raise outcome
+        return outcome
 
-        async def attempt() -> None:
-            await self._notify(
-                notification.channel,
-                notification.title,
-                notification.body,
-                notification.format,
-                notification.notify_type,
+    async def send_in_order(
+        self, notifications: Sequence[Notification]
+    ) -> list[Delivery | NotifyError]:
+        """Send ``notifications`` one after another; stop at the first that fails for good.
+
+        The first attempts of a run of notifications are made in one hop to a worker thread
+        (apprise's own async path costs two thread hops per notification: about 600 µs of CPU
+        against 180 µs for the sequential call, measured with ``null://``). A failed attempt
+        is retried here with the policy's backoff; if it still fails, its error closes the
+        list and the notifications behind it are not attempted (the caller decides: a lane
+        keeps its order by retrying that one first).
+
+        Returns:
+            One outcome per attempted notification, in order: its :class:`Delivery`, or, last,
+            the :class:`NotifyError` it failed with (counted as ``failed``).
+        """
+        outcomes: list[Delivery | NotifyError] = []
+        todo = list(notifications)
+        while todo:
+            failures = await self._attempts_in_thread(todo)
+            attempted = todo[: len(failures)]
+            outcomes.extend(
+                self._delivered([n for n, f in zip(attempted, failures, strict=True) if f is None])
             )
+            failure = failures[-1] if failures else None
+            if failure is None:
+                break
+            failed = todo[len(failures) - 1]
+            try:
+                outcomes.extend(self._delivered([await self._retry(failed, failure)]))
+            except NotifyError as exc:
+                outcomes.append(exc)
+                break
+            todo = todo[len(failures) :]
+        return outcomes
 
-        try:
-            await self._with_retries(notification.channel, notification.id, attempt)
-        except NotifyError as exc:
-            self.stats.add(notification.channel, "failed")
+    def _delivered(self, notifications: Sequence[Notification]) -> list[Delivery]:
+        """Bookkeeping of sent notifications: counters, history, the ``--alerts-out`` lines
+        and one log line per run (each one at DEBUG: the history topic has them all)."""
+        if not notifications:
+            return []
+        deliveries = [self._delivery(n) for n in notifications]
+        self._record(deliveries)
+        for notification in notifications:
+            self.stats.add(notification.channel, "sent")
+            self._remember(notification.id)
             if self.history is not None:
-                self.history(notification, "failed", exc.reason + (" (retryable)" * exc.retryable))
-            raise
-        self._remember(notification.id)
-        if self.history is not None:
-            self.history(notification, "delivered", "")
+                self.history(notification, "delivered", "")
+            logger.debug(
+                "notification delivered channel=%s id=%s kind=%s alerts=%d",
+                notification.channel,
+                notification.id,
+                notification.kind,
+                len(notification.alerts),
+            )
+        logger.info(
+            "notifications delivered channel=%s count=%d ids=%s",
+            notifications[0].channel,
+            len(notifications),
+            notifications[0].id
+            if len(notifications) == 1
+            else f"{notifications[0].id}..{notifications[-1].id}",
+        )
+        return deliveries
+
+    @staticmethod
+    def _delivery(notification: Notification) -> Delivery:
         first = notification.alerts[0] if notification.alerts else None
-        delivery = Delivery(
+        return Delivery(
             delivered_at_ms=now_ms(),
             channel=notification.channel,
             fingerprint=first.fingerprint if first else "",
@@ -283,79 +346,113 @@ class Notifier:
             kind=notification.kind,
             fingerprints=notification.fingerprints,
         )
-        self._record(delivery)
-        logger.info(
-            "notification delivered channel=%s id=%s kind=%s alerts=%d",
-            notification.channel,
-            notification.id,
-            notification.kind,
-            len(notification.alerts),
-        )
-        return delivery
 
     def _remember(self, notification_id: str) -> None:
         if not notification_id:
             return
-        self._delivered[notification_id] = None
-        while len(self._delivered) > _DELIVERED_IDS_KEPT:
-            self._delivered.popitem(last=False)
+        self._delivered_ids[notification_id] = None
+        while len(self._delivered_ids) > _DELIVERED_IDS_KEPT:
+            self._delivered_ids.popitem(last=False)
 
     # --- the one place that retries ---------------------------------------------------------
 
-    async def _with_retries(
-        self, channel: str, ref: str, attempt: Callable[[], Awaitable[None]]
-    ) -> None:
-        delays = self._policy.delays(self._rng)
-        for number in range(1, len(delays) + 2):
-            try:
-                await attempt()
-            except NotifyError as exc:
-                if not exc.retryable or number > len(delays):
-                    raise
-                delay = delays[number - 1]
-                self.stats.add(channel, "retried")
-                logger.warning(
-                    "notification retry channel=%s ref=%s attempt=%d delay_s=%.2f reason=%s",
-                    channel,
-                    ref,
-                    number,
-                    delay,
-                    exc.reason,
-                )
-                await self._sleep(delay)
-            else:
-                self.stats.add(channel, "sent")
-                return
+    async def _retry(self, notification: Notification, failure: NotifyError) -> Notification:
+        """Retry ``notification`` after its first attempt failed with ``failure``, with the
+        policy's backoff; returns it once sent.
 
-    async def _notify(
-        self, name: str, title: str, body: str, body_format: str, notify_type: str
-    ) -> None:
+        Raises:
+            NotifyError: permanent failure, or retries exhausted (counted as ``failed``).
+        """
+        channel = notification.channel
+        for number, delay in enumerate(self._policy.delays(self._rng), start=1):
+            if not failure.retryable:
+                break
+            self.stats.add(channel, "retried")
+            logger.warning(
+                "notification retry channel=%s ref=%s attempt=%d delay_s=%.2f reason=%s",
+                channel,
+                notification.id,
+                number,
+                delay,
+                failure.reason,
+            )
+            await self._sleep(delay)
+            (next_failure,) = await self._attempts_in_thread([notification])
+            if next_failure is None:
+                return notification
+            failure = next_failure
+        self.stats.add(channel, "failed")
+        if self.history is not None:
+            reason = failure.reason + (" (retryable)" * failure.retryable)
+            self.history(notification, "failed", reason)
+        raise failure
+
+    async def _attempts_in_thread(
+        self, notifications: Sequence[Notification]
+    ) -> list[NotifyError | None]:
+        """:meth:`_attempt_each` in the notifier's threads. A cancelled caller (the lane is
+        stopping) makes the thread stop before its next notification."""
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, self._attempt_each, notifications, stop
+            )
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    def _attempt_each(
+        self, notifications: Sequence[Notification], stop: threading.Event
+    ) -> list[NotifyError | None]:
+        """One attempt per notification, in order, until one fails or ``stop`` is set (runs
+        in a worker thread: touches nothing but apprise)."""
+        failures: list[NotifyError | None] = []
+        for notification in notifications:
+            if stop.is_set():
+                break
+            try:
+                failure = self._attempt(notification)
+            except Exception as exc:  # apprise catches its plugins' errors; this is its own
+                failure = NotifyError(
+                    notification.channel,
+                    f"apprise raised {type(exc).__name__}",  # its text may quote the URL
+                    retryable=False,
+                )
+            failures.append(failure)
+            if failure is not None:
+                break
+        return failures
+
+    def _attempt(self, notification: Notification) -> NotifyError | None:
+        name, title, body = notification.channel, notification.title, notification.body
         channel = self._channels.get(name)
         if channel is None:
-            raise NotifyError(name, "no such channel is configured", retryable=False)
+            return NotifyError(name, "no such channel is configured", retryable=False)
         if not body.strip():
             # apprise refuses an empty body ("No message body ... was specified") as a plain
             # failure, which would be retried forever and hold up the lane behind it. A body
             # template may well render nothing for some alerts: the title says it then.
             if not title.strip():
-                raise NotifyError(name, "title and body rendered empty", retryable=False)
+                return NotifyError(name, "title and body rendered empty", retryable=False)
             body = title
-        result: Any = await channel.apprise.async_notify(
+        result: Any = channel.apprise.notify(
             body=body,
             title=title,
-            notify_type=NotifyType(notify_type),
-            body_format=body_format,
+            notify_type=NotifyType(notification.notify_type),
+            body_format=notification.format,
             timeout=self._policy.send_timeout,
             log_level=logging.DEBUG,  # the cause of a failure is logged at DEBUG
         )
         if not result:
-            raise classify(name, result, url_secrets(channel.url))
+            return classify(name, result, url_secrets(channel.url))
+        return None
 
-    def _record(self, delivery: Delivery) -> None:
+    def _record(self, deliveries: Sequence[Delivery]) -> None:
         if self._alerts_out is None:
             return
         with self._alerts_out.open("ab") as out:
-            out.write(self._encoder.encode(delivery) + b"\n")
+            out.write(b"".join(self._encoder.encode(d) + b"\n" for d in deliveries))
 
 
 OnDone = Callable[[Notification, Delivery | None], Awaitable[None] | None]

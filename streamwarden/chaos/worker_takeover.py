@@ -35,7 +35,7 @@ NAME = "worker-takeover"
 UP_TIMEOUT_S = 90.0
 _ASSIGNED = re.compile(r"rule partitions owned partitions=([0-9,]+|none)\b")
 _WEDGED = "Unexpected error from SyncGroup"
-_DELIVERED = "notification delivered"
+_DELIVERED = "notifications delivered channel="  # one line per run of sends
 GROUP_ATTEMPTS = 6
 """Second workers started before giving up. A worker joins two groups (normalize, faust's),
 each of which the embedded broker can wedge (see :func:`_form_group`): about two

@@ -77,6 +77,18 @@ class RecordingNotifier:
         self.sent.append((notification.id, notification.title, self.log.durable()))
         self.log.changed.set()
 
+    async def send_in_order(self, notifications: Sequence[Notification]) -> list[Any]:
+        """Like :meth:`Notifier.send_in_order`: in order, stopping at the first failure."""
+        outcomes: list[Any] = []
+        for notification in notifications:
+            try:
+                await self.send_checked(notification)
+            except NotifyError as exc:
+                outcomes.append(exc)
+                break
+            outcomes.append(notification)
+        return outcomes
+
 
 def notification(n: int, group: str = "g") -> Notification:
     return Notification(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pipeline.alerting.model import Notification
 from pipeline.errors import NotifyError
 from pipeline.models import AlertTransition
 from pipeline.notify.channels import Channel, load_channels
-from pipeline.notify.sender import DeliveryQueue, Notifier, RetryPolicy, classify
+from pipeline.notify.sender import Delivery, DeliveryQueue, Notifier, RetryPolicy, classify
 from tests.support.secrets import register_secret
 from tests.support.webhook import webhook_server
 
@@ -265,24 +266,29 @@ def test_delays_grow_exponentially_with_bounded_jitter() -> None:
 
 
 class FakeApprise:
-    """Stands in for an apprise instance: records calls, answers from a script."""
+    """Stands in for an apprise instance: records calls, answers from a script. Called from
+    the notifier's threads, like apprise: ``gate`` holds a call until it is set."""
 
     def __init__(
-        self, results: list[FakeResult] | None = None, gate: asyncio.Event | None = None
+        self, results: list[FakeResult] | None = None, gate: threading.Event | None = None
     ) -> None:
         self.calls: list[dict[str, Any]] = []
         self.results = results or []
         self.gate = gate
-        self.called = asyncio.Event()
-        self.entered = asyncio.Event()
+        self.called = threading.Event()
+        self.entered = threading.Event()
 
-    async def async_notify(self, **kwargs: Any) -> FakeResult:
+    def notify(self, **kwargs: Any) -> FakeResult:
         self.entered.set()
         if self.gate is not None:
-            await self.gate.wait()
+            assert self.gate.wait(10), "the test never opened the gate"
         self.calls.append(kwargs)
         self.called.set()
         return self.results.pop(0) if self.results else FakeResult(AppriseResultStatus.SUCCESS)
+
+
+async def _set_within(event: threading.Event, seconds: float) -> None:
+    assert await asyncio.to_thread(event.wait, seconds), "not called in time"
 
 
 def _fake_channel(name: str, fake: FakeApprise) -> Channel:
@@ -313,17 +319,24 @@ async def test_send_passes_format_and_type_and_retries_timeouts() -> None:
 
 
 async def test_queue_keeps_order_per_channel_and_a_slow_channel_does_not_block_others() -> None:
-    gate = asyncio.Event()
+    gate = threading.Event()
     slow, fast = FakeApprise(gate=gate), FakeApprise()
     notifier = Notifier(
         {"slow": _fake_channel("slow", slow), "fast": _fake_channel("fast", fast)}, policy=FAST
     )
     done: list[tuple[str, bool]] = []
-    queue = DeliveryQueue(notifier, on_done=lambda n, d: done.append((n.id, d is not None)))
+    fast_done = asyncio.Event()
+
+    def on_done(notification: Notification, delivery: Delivery | None) -> None:
+        done.append((notification.id, delivery is not None))
+        if notification.channel == "fast":
+            fast_done.set()
+
+    queue = DeliveryQueue(notifier, on_done=on_done)
     for i in range(3):
         assert queue.submit(_notification("slow", f"s{i}", title=f"slow {i}"))
     assert queue.submit(_notification("fast", "f0"))
-    await asyncio.wait_for(fast.called.wait(), 5)  # delivered while "slow" is still blocked
+    await asyncio.wait_for(fast_done.wait(), 5)  # delivered while "slow" is still blocked
     assert [c["title"] for c in fast.calls] == ["T"]
     assert queue.pending() == 3
     assert slow.calls == []
@@ -336,14 +349,63 @@ async def test_queue_keeps_order_per_channel_and_a_slow_channel_does_not_block_o
 
 
 async def test_stop_hands_back_what_was_not_attempted() -> None:
-    slow = FakeApprise(gate=asyncio.Event())
+    gate = threading.Event()
+    slow = FakeApprise(gate=gate)
     notifier = Notifier({"slow": _fake_channel("slow", slow)}, policy=FAST)
     queue = DeliveryQueue(notifier, maxsize=2)
     assert queue.submit(_notification("slow", "a"))
-    await asyncio.wait_for(slow.entered.wait(), 5)  # the worker took "a" and is blocked
+    await _set_within(slow.entered, 5)  # the worker took "a" and is blocked
     assert queue.submit(_notification("slow", "b"))
     assert queue.submit(_notification("slow", "c"))
     assert not queue.submit(_notification("slow", "d"))  # full
     left = await queue.stop(0.01)
     assert [n.id for n in left] == ["b", "c"]
     assert notifier.channel_counters()["slow"]["failed"] == 1
+    gate.set()  # the call already in apprise ends; nothing after it is attempted
+    await _set_within(slow.called, 5)
+    assert len(slow.calls) == 1
+
+
+def _failed_with(code: int) -> FakeResult:
+    return FakeResult(
+        AppriseResultStatus.FAILURE, [f"Failed to send JSON notification: error={code}."]
+    )
+
+
+async def test_a_run_goes_in_order_and_stops_at_a_permanent_failure() -> None:
+    fake = FakeApprise([FakeResult(AppriseResultStatus.SUCCESS), _failed_with(400)])
+    notifier = Notifier({"chat": _fake_channel("chat", fake)}, policy=FAST, sleep=Sleeps())
+    run = [_notification("chat", f"n{i}", title=f"t{i}") for i in range(3)]
+    outcomes = await notifier.send_in_order(run)
+    assert isinstance(outcomes[0], Delivery) and outcomes[0].id == "n0"
+    assert isinstance(outcomes[1], NotifyError) and not outcomes[1].retryable
+    assert len(outcomes) == 2  # n2 was not attempted
+    assert [c["title"] for c in fake.calls] == ["t0", "t1"]
+    counters = notifier.channel_counters()["chat"]
+    assert (counters["sent"], counters["failed"], counters["retried"]) == (1, 1, 0)
+
+
+async def test_a_send_that_succeeds_on_retry_lets_the_run_go_on() -> None:
+    fake = FakeApprise([FakeResult(AppriseResultStatus.SUCCESS), _failed_with(503)])
+    sleeps = Sleeps()
+    notifier = Notifier({"chat": _fake_channel("chat", fake)}, policy=FAST, sleep=sleeps)
+    run = [_notification("chat", f"n{i}", title=f"t{i}") for i in range(3)]
+    outcomes = await notifier.send_in_order(run)
+    assert [o.id for o in outcomes if isinstance(o, Delivery)] == ["n0", "n1", "n2"]
+    assert [c["title"] for c in fake.calls] == ["t0", "t1", "t1", "t2"]
+    assert sleeps.delays == [0.5]
+
+
+async def test_a_cancelled_run_attempts_nothing_after_the_call_in_flight() -> None:
+    gate = threading.Event()
+    fake = FakeApprise(gate=gate)
+    notifier = Notifier({"chat": _fake_channel("chat", fake)}, policy=FAST)
+    run = [_notification("chat", f"n{i}", title=f"t{i}") for i in range(3)]
+    task = asyncio.create_task(notifier.send_in_order(run))
+    await _set_within(fake.entered, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    await asyncio.to_thread(notifier.close, wait=True)
+    assert [c["title"] for c in fake.calls] == ["t0"]
