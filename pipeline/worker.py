@@ -28,6 +28,7 @@ from pipeline.alerting.stats import ChannelStats
 from pipeline.app import build_app
 from pipeline.errors import RuleError
 from pipeline.notify.channels import Channel, load_channels_from
+from pipeline.notify.reasons import pass_on_from
 from pipeline.notify.sender import Notifier
 from pipeline.notify.tools import build_dispatcher
 from pipeline.ops.wiring import attach_ops
@@ -350,8 +351,12 @@ def quiet_library_info(level: int) -> None:
     """Below DEBUG, keep apprise's per-send INFO lines ("Notifying 1 service(s).", "Sent ...
     notification.") out of the log: the worker logs each delivery itself, once, and at a
     hundred notifications a second formatting apprise's two extra lines per send cost a tenth
-    of the worker's CPU (py-spy, ``benchmarks/README.md``). Its warnings and errors stay."""
-    if level > logging.DEBUG:
+    of the worker's CPU (py-spy, ``benchmarks/README.md``). Its warnings and errors stay.
+
+    Once the notifier captures apprise's DEBUG lines for its failure reasons
+    (:func:`~pipeline.notify.reasons.capture_debug`), the logger must stay at DEBUG: only what
+    is passed on to the process's handlers is raised to WARNING."""
+    if level > logging.DEBUG and not pass_on_from(logging.WARNING):
         logging.getLogger("apprise").setLevel(logging.WARNING)
 
 
@@ -372,4 +377,7 @@ def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
         settings.kafka_bootstrap,
         settings.kafka_embedded,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        parts.notifier.close()

@@ -3,7 +3,7 @@
 apprise reports failure by return value; the cause ("Connection refused", "Name or service not
 known", "certificate verify failed") is only in the log lines it writes while trying, the most
 useful at DEBUG ("Socket Exception: ... [Errno 111] Connection refused"). :func:`capture_debug`
-makes those reach apprise's per-call capture (``async_notify(log_level=DEBUG)`` captures only
+makes those reach apprise's per-call capture (``notify(log_level=DEBUG)`` captures only
 what the ``apprise`` logger lets through) without sending DEBUG lines to the process's own log
 handlers, and :func:`failure_detail` distils the captured lines into a short phrase.
 
@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["capture_debug", "failure_detail"]
+__all__ = ["capture_debug", "failure_detail", "pass_on_from"]
 
 _APPRISE = "apprise"
 _MAX_DETAIL = 240
@@ -60,6 +60,16 @@ def capture_debug() -> None:
     apprise_logger.addHandler(_ToRootHandlers(apprise_logger.level))
     apprise_logger.setLevel(logging.DEBUG)
     apprise_logger.propagate = False
+
+
+def pass_on_from(threshold: int) -> bool:
+    """Pass captured apprise records on to the process's log handlers only from ``threshold``
+    (e.g. WARNING, to keep apprise's per-send INFO lines out of the log) while the capture
+    still sees DEBUG. False when :func:`capture_debug` was not called (nothing changed)."""
+    handlers = [h for h in logging.getLogger(_APPRISE).handlers if isinstance(h, _ToRootHandlers)]
+    for handler in handlers:
+        handler.threshold = threshold
+    return bool(handlers)
 
 
 def _entries(result: Any) -> list[tuple[str, str]]:

@@ -7,15 +7,21 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline.notify.reasons import capture_debug
 from pipeline.worker import quiet_library_info
 
 
 @pytest.fixture
 def apprise_logger() -> Iterator[logging.Logger]:
+    """apprise's logger as a fresh process has it (no capture installed), restored after."""
     library = logging.getLogger("apprise")
-    level = library.level
+    level, handlers, propagate = library.level, list(library.handlers), library.propagate
+    library.handlers.clear()
+    library.propagate = True
     yield library
     library.setLevel(level)
+    library.handlers[:] = handlers
+    library.propagate = propagate
 
 
 def test_apprise_info_is_dropped_at_info_and_its_warnings_kept(
@@ -37,3 +43,19 @@ def test_at_debug_apprise_logs_as_configured(apprise_logger: logging.Logger) -> 
         assert apprise_logger.isEnabledFor(logging.INFO)
     finally:
         root.setLevel(root_level)
+
+
+def test_with_the_failure_capture_on_apprise_stays_at_debug_and_passes_on_warnings(
+    apprise_logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    capture_debug()
+    quiet_library_info(logging.INFO)
+    # DEBUG still reaches apprise's per-call capture (the cause of a failure) ...
+    assert apprise_logger.isEnabledFor(logging.DEBUG)
+    with caplog.at_level(logging.DEBUG):
+        apprise_logger.info("Notifying 1 service(s).")
+        apprise_logger.warning("Failed to send JSON notification: error=503.")
+    # ... but only its warnings reach the process's log.
+    assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == [
+        "Failed to send JSON notification: error=503."
+    ]
