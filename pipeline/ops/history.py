@@ -132,9 +132,13 @@ def record_of(
     )
 
 
-Publish = Callable[[bytes, bytes], Awaitable[object]]
-"""``publish(key, value)`` sends one record to ``notifications.v1`` and returns when Kafka
-acknowledged it (or raises)."""
+Publish = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[object]]
+"""``publish(records)`` sends ``(key, value)`` records to ``notifications.v1``, in order, and
+returns when Kafka acknowledged all of them (or raises)."""
+
+SEND_BATCH_MAX = 500
+"""Most records one :data:`Publish` call sends: one acknowledgement wait per record capped the
+history near the broker's round trip rate, well below a burst's notifications per second."""
 
 
 class HistoryWriter:
@@ -219,21 +223,24 @@ class HistoryWriter:
 
     async def _drain(self) -> None:
         while self._queue:
-            record = self._queue[0]
             publish = self._publish
             if publish is None:
                 return
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), SEND_BATCH_MAX))]
             try:
                 await publish(
-                    record.id.encode() or record.fingerprint.encode(), encode_record(record)
+                    [(r.id.encode() or r.fingerprint.encode(), encode_record(r)) for r in batch]
                 )
             except Exception as exc:  # the history must never stop deliveries
-                self.failed += 1
-                logger.warning("notification history write failed id=%s error=%s", record.id, exc)
+                self.failed += len(batch)
+                logger.warning(
+                    "notification history write failed records=%d first_id=%s error=%s",
+                    len(batch),
+                    batch[0].id,
+                    exc,
+                )
             else:
-                self.written += 1
-            with contextlib.suppress(IndexError):
-                self._queue.popleft()
+                self.written += len(batch)
 
     async def flush(self, wait_timeout: float = 10.0) -> bool:
         """Wait until the queue is sent (True) or ``wait_timeout`` seconds passed (False)."""

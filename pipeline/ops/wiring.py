@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from pipeline.alerting.silences import SilenceError, list_silences
 from pipeline.ops.history import NOTIFICATIONS_TOPIC, HistoryWriter
@@ -22,6 +23,7 @@ from pipeline.ops.server import OpsServer
 from pipeline.ops.sources import WorkerSources
 from pipeline.ops.watchdog import Watchdog
 from pipeline.rules.state import EngineState, StateFormatError, decode_state
+from pipeline.runtime.producer import BatchingProducer
 from pipeline.settings import PipelineSettings
 
 __all__ = ["attach_ops", "sources_of"]
@@ -123,9 +125,9 @@ def attach_ops(parts: Any, settings: PipelineSettings, alerting: Any = None) -> 
     parts.stage.dispatcher.suppressions.listener = history.suppressed
     silences_file = getattr(alerting, "silences_file", None)
 
-    async def publish(key: bytes, value: bytes) -> object:
-        future = await app.producer.send(NOTIFICATIONS_TOPIC, key, value, None, None, None)
-        return await future
+    async def publish(records: Sequence[tuple[bytes, bytes]]) -> object:
+        producer = cast(BatchingProducer, app.producer)
+        return await asyncio.gather(*await producer.send_batch(NOTIFICATIONS_TOPIC, 0, records))
 
     server = (
         OpsServer(settings, sources_of(parts, silences_file), history=history)

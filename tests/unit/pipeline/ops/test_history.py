@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from pipeline.alerting.model import Notification
 from pipeline.models import AlertTransition
-from pipeline.ops.history import HistoryWriter, decode_record, encode_record, record_of
+from pipeline.ops.history import (
+    SEND_BATCH_MAX,
+    HistoryWriter,
+    decode_record,
+    encode_record,
+    record_of,
+)
 
 ALERT = AlertTransition(
     fingerprint="fp1",
@@ -49,24 +56,42 @@ def test_record_round_trips_and_carries_what_matchers_filter_on() -> None:
     assert again.fingerprints == ("fp1",)
 
 
-async def test_writer_sends_in_order_and_survives_a_failed_send() -> None:
-    sent: list[bytes] = []
+async def test_writer_sends_in_order_in_batches_and_survives_a_failed_send() -> None:
+    sent: list[list[int]] = []  # at_ms of each batch's records
     fail_first = {"n": 1}
 
-    async def publish(key: bytes, value: bytes) -> object:
+    async def publish(records: Sequence[tuple[bytes, bytes]]) -> object:
         if fail_first["n"]:
             fail_first["n"] -= 1
             raise ConnectionError("broker down")
-        sent.append(key)
+        assert all(key == b"n1" for key, _ in records)
+        sent.append([decode_record(value).at_ms for _, value in records])
         return None
 
     writer = HistoryWriter(publish)
-    for i in range(3):
+    writer.record(record_of(NOTE, "delivered", at_ms=0))
+    await asyncio.sleep(0)  # the writer sends it alone; that send fails
+    for i in range(1, 4):
+        writer.record(record_of(NOTE, "delivered", at_ms=i))  # queued meanwhile: one batch
+    assert await writer.flush(5)
+    assert writer.failed == 1 and writer.written == 3
+    assert sent == [[1, 2, 3]]
+    assert [r.at_ms for r in writer.recent] == [0, 1, 2, 3]
+    await writer.close()
+
+
+async def test_a_long_queue_goes_in_batches_of_at_most_the_maximum() -> None:
+    sizes: list[int] = []
+
+    async def publish(records: Sequence[tuple[bytes, bytes]]) -> object:
+        sizes.append(len(records))
+        return None
+
+    writer = HistoryWriter(publish)
+    for i in range(SEND_BATCH_MAX + 7):
         writer.record(record_of(NOTE, "delivered", at_ms=i))
     assert await writer.flush(5)
-    assert writer.failed == 1 and writer.written == 2
-    assert sent == [b"n1", b"n1"]
-    assert [r.at_ms for r in writer.recent] == [0, 1, 2]
+    assert sizes == [SEND_BATCH_MAX, 7] and writer.written == SEND_BATCH_MAX + 7
     await writer.close()
 
 
