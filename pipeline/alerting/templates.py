@@ -515,7 +515,10 @@ class Renderer:
             return found
         fmt = self.format_of(channel)
         name = TITLE_TEMPLATE if part == "title" else body_template_name(fmt)
-        return _env("text" if part == "title" else fmt).get_template(name), None
+        # Kept: jinja's own cache checks the shipped file's mtime on every lookup.
+        found = _env("text" if part == "title" else fmt).get_template(name), None
+        self._compiled[(channel, part)] = found
+        return found
 
     def _render_within(
         self, channel: str, part: str, template: Template, context: dict[str, Any]
