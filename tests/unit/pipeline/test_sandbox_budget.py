@@ -117,8 +117,10 @@ def test_rules_check_refuses_the_oversized_and_the_slow_template(tmp_path: Path)
     assert f"output longer than {MAX_TEXT_CHARS} characters" in message
     assert f"{rules}:7: rules[0].description: template refused" in message
     assert "center would produce 2000000000 characters" in message
-    assert f"{rules}:12: rules[1].summary: template refused" in message
-    assert "rendering took longer than" in message
+    slow = message[message.index(f"{rules}:12: rules[1].summary: template refused") :]
+    # Which budget stops the nested loops first (time or work) depends on the CPU's speed
+    # at that moment; either way the template is refused before it runs away.
+    assert "rendering took longer than" in slow or "operations produced more than" in slow
 
 
 def test_check_template_budget_passes_ordinary_text() -> None:
