@@ -125,8 +125,8 @@ def worker(connect_timeout: float) -> None:
     """Run the stream-processing worker (normalize, evaluate rules, notify).
 
     Reads STREAMWARDEN_* variables: KAFKA_BOOTSTRAP (required), KAFKA_EMBEDDED, RULES_PATH,
-    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, STORE, LOG_LEVEL. Exits 2 if Kafka does not
-    answer within --connect-timeout seconds.
+    CHANNELS_FILE, ALERTS_OUT, PARTITIONS, APP_ID, LOG_LEVEL. Exits 2 if Kafka does not
+    answer within --connect-timeout seconds, 1 if its topics have another partition count.
     """
     from pipeline.errors import ConfigError, RuleError
     from pipeline.settings import PipelineSettings
@@ -146,7 +146,32 @@ def worker(connect_timeout: float) -> None:
             "set it to host:port of Kafka"
         )
     _preflight(settings.kafka_bootstrap, connect_timeout)
+    _check_partitions(settings.kafka_bootstrap, settings.app_id, settings.partitions)
     run_worker(settings, config)
+
+
+def _check_partitions(bootstrap: str, app_id: str, partitions: int) -> None:
+    """Exit 1 naming the topics whose partition count is not the worker's."""
+    from pipeline.topics import all_topics
+    from streamwarden.preflight import KafkaUnreachableError, partition_mismatches
+
+    expected = {spec.name: spec.partitions for spec in all_topics(app_id, partitions)}
+    try:
+        found = partition_mismatches(bootstrap, expected)
+    except KafkaUnreachableError as exc:
+        _fail(str(exc), code=2)
+    if not found:
+        return
+    actual = {m.actual for m in found}
+    if all(m.expected == partitions for m in found) and len(actual) == 1:
+        advice = (
+            f"set STREAMWARDEN_PARTITIONS={actual.pop()} (it is {partitions}): every "
+            "StreamWarden topic of a deployment has the same count, because rule state is "
+            "co-partitioned with the streams"
+        )
+    else:
+        advice = "recreate those topics with the counts this worker expects"
+    _fail(f"configuration error: {'; '.join(map(str, found))}; {advice}")
 
 
 @main.command()

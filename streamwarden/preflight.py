@@ -1,4 +1,5 @@
-"""Start-up check that Kafka answers before the worker or a producer starts.
+"""Start-up checks: Kafka answers before the worker or a producer starts, and the worker's
+partition count matches the topics that exist.
 
 Without it, a worker pointed at a wrong or unreachable bootstrap printed ~50 lines of faust
 traceback and exited 1 at once; a producer buffered silently. Here, one line per attempt names
@@ -15,15 +16,21 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from producers.backoff import Backoff
 
-__all__ = ["KafkaUnreachableError", "probe_kafka", "wait_for_kafka"]
+__all__ = [
+    "KafkaUnreachableError",
+    "PartitionMismatch",
+    "partition_mismatches",
+    "probe_kafka",
+    "wait_for_kafka",
+]
 
 # librdkafka logs every failed connect on its own (to stderr by default); the reason reaches us
 # through error_cb instead. A logger outside the logging tree: nothing reaches any handler.
@@ -139,3 +146,42 @@ def wait_for_kafka(
             f"({remaining:.0f}s left)"
         )
         sleep(delay)
+
+
+class PartitionMismatch(NamedTuple):
+    """A topic that exists with another partition count than the worker expects."""
+
+    topic: str
+    actual: int
+    expected: int
+
+    def __str__(self) -> str:
+        return (
+            f"topic {self.topic} has {self.actual} partitions, this worker expects {self.expected}"
+        )
+
+
+def partition_mismatches(
+    bootstrap: str, expected: Mapping[str, int], timeout: float = 10.0
+) -> list[PartitionMismatch]:
+    """Topics that exist with another partition count than ``expected`` (name -> count);
+    topics that do not exist yet are not a mismatch (they get created).
+
+    A worker whose ``STREAMWARDEN_PARTITIONS`` differs from its topics' counts used to start,
+    take partitions whose rule state it never loaded, and crash in its evaluate agent; tables
+    are co-partitioned with their streams, so the counts must be equal.
+
+    Raises:
+        KafkaUnreachableError: the metadata request failed.
+    """
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _SILENT}
+    try:
+        metadata = AdminClient(config).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnreachableError(bootstrap, _clean(str(exc)), timeout, 1) from None
+    found = []
+    for name, count in sorted(expected.items()):
+        topic = metadata.topics.get(name)
+        if topic is not None and topic.error is None and len(topic.partitions) != count:
+            found.append(PartitionMismatch(name, len(topic.partitions), count))
+    return found
