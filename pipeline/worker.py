@@ -33,6 +33,7 @@ from pipeline.notify.tools import build_dispatcher
 from pipeline.ops.wiring import attach_ops
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
+from pipeline.runtime.collector import tune_collector
 from pipeline.runtime.tables import BatchedTable
 from pipeline.settings import PipelineSettings
 from pipeline.topics import (
@@ -372,4 +373,5 @@ def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
         settings.kafka_bootstrap,
         settings.kafka_embedded,
     )
+    tune_collector()  # after everything is built: see pipeline.runtime.collector
     worker.execute_from_commandline()
