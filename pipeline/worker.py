@@ -34,6 +34,7 @@ from pipeline.notify.tools import build_dispatcher
 from pipeline.ops.wiring import attach_ops
 from pipeline.rules.engine import RuleEngine
 from pipeline.rules.loader import load_rules
+from pipeline.runtime.collector import tune_collector
 from pipeline.runtime.tables import BatchedTable
 from pipeline.settings import PipelineSettings
 from pipeline.topics import (
@@ -377,6 +378,7 @@ def run_worker(settings: PipelineSettings, config: WorkerConfig) -> None:
         settings.kafka_bootstrap,
         settings.kafka_embedded,
     )
+    tune_collector()  # after everything is built: see pipeline.runtime.collector
     try:
         worker.execute_from_commandline()
     finally:

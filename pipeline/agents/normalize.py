@@ -83,10 +83,20 @@ class CanonicalBatch:
         self._groups: dict[tuple[str, int], list[CanonicalRecord]] = {}
 
     def add(self, records: Iterable[CanonicalRecord]) -> None:
+        """Group one frame's records. A frame's records mostly share their entity, so its
+        partition is looked up once per run of equal entities, not once per record."""
+        groups = self._groups
+        entity: str | None = None
+        partition = 0
         for record in records:
             topic = MEASUREMENTS_TOPIC if isinstance(record, Measurement) else STATES_TOPIC
-            partition = partition_of(record.entity.encode(), self._partitions)
-            self._groups.setdefault((topic, partition), []).append(record)
+            if record.entity != entity:
+                entity = record.entity
+                partition = partition_of(entity.encode(), self._partitions)
+            group = groups.get((topic, partition))
+            if group is None:
+                group = groups[(topic, partition)] = []
+            group.append(record)
 
     def messages(self) -> Iterator[tuple[str, int, bytes]]:
         """``(topic, partition, JSON array)`` of at most :data:`MAX_RECORDS_PER_MESSAGE`."""
