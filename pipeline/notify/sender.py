@@ -43,7 +43,7 @@ from pipeline.alerting.model import Notification
 from pipeline.alerting.stats import ChannelStats
 from pipeline.errors import NotifyError
 from pipeline.notify.channels import Channel, url_secrets
-from pipeline.notify.reasons import capture_debug, failure_detail
+from pipeline.notify.reasons import capture_debug, debug_demand, failure_detail
 from producers.envelope import now_ms
 
 __all__ = [
@@ -377,7 +377,7 @@ class Notifier:
                 failure.reason,
             )
             await self._sleep(delay)
-            (next_failure,) = await self._attempts_in_thread([notification])
+            (next_failure,) = await self._attempts_in_thread([notification], retry=True)
             if next_failure is None:
                 return notification
             failure = next_failure
@@ -388,7 +388,7 @@ class Notifier:
         raise failure
 
     async def _attempts_in_thread(
-        self, notifications: Sequence[Notification]
+        self, notifications: Sequence[Notification], *, retry: bool = False
     ) -> list[NotifyError | None]:
         """:meth:`_attempt_each` in the notifier's threads. A cancelled caller (the lane is
         stopping) makes the thread stop before its next notification."""
@@ -396,14 +396,14 @@ class Notifier:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._executor, self._attempt_each, notifications, stop
+                self._executor, self._attempt_each, notifications, stop, retry
             )
         except asyncio.CancelledError:
             stop.set()
             raise
 
     def _attempt_each(
-        self, notifications: Sequence[Notification], stop: threading.Event
+        self, notifications: Sequence[Notification], stop: threading.Event, retry: bool
     ) -> list[NotifyError | None]:
         """One attempt per notification, in order, until one fails or ``stop`` is set (runs
         in a worker thread: touches nothing but apprise)."""
@@ -412,7 +412,7 @@ class Notifier:
             if stop.is_set():
                 break
             try:
-                failure = self._attempt(notification)
+                failure = self._attempt(notification, cause=retry or self._policy.attempts == 1)
             except Exception as exc:  # apprise catches its plugins' errors; this is its own
                 failure = NotifyError(
                     notification.channel,
@@ -424,7 +424,13 @@ class Notifier:
                 break
         return failures
 
-    def _attempt(self, notification: Notification) -> NotifyError | None:
+    def _attempt(self, notification: Notification, *, cause: bool) -> NotifyError | None:
+        """One apprise call; ``cause``: capture its DEBUG lines, for the innermost cause of a
+        failure (a retry, or a first attempt that will not be retried)."""
+        with debug_demand.wanted() if cause else contextlib.nullcontext():
+            return self._call_apprise(notification, logging.DEBUG if cause else logging.WARNING)
+
+    def _call_apprise(self, notification: Notification, log_level: int) -> NotifyError | None:
         name, title, body = notification.channel, notification.title, notification.body
         channel = self._channels.get(name)
         if channel is None:
@@ -442,7 +448,7 @@ class Notifier:
             notify_type=NotifyType(notification.notify_type),
             body_format=notification.format,
             timeout=self._policy.send_timeout,
-            log_level=logging.DEBUG,  # the cause of a failure is logged at DEBUG
+            log_level=log_level,
         )
         if not result:
             return classify(name, result, url_secrets(channel.url))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.notify.reasons import capture_debug
+from pipeline.notify.reasons import capture_debug, debug_demand
 from pipeline.worker import quiet_library_info
 
 
@@ -45,17 +45,25 @@ def test_at_debug_apprise_logs_as_configured(apprise_logger: logging.Logger) -> 
         root.setLevel(root_level)
 
 
-def test_with_the_failure_capture_on_apprise_stays_at_debug_and_passes_on_warnings(
+def test_with_the_failure_capture_on_apprise_builds_debug_on_demand_and_passes_on_warnings(
     apprise_logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    capture_debug()
-    quiet_library_info(logging.INFO)
-    # DEBUG still reaches apprise's per-call capture (the cause of a failure) ...
-    assert apprise_logger.isEnabledFor(logging.DEBUG)
-    with caplog.at_level(logging.DEBUG):
-        apprise_logger.info("Notifying 1 service(s).")
-        apprise_logger.warning("Failed to send JSON notification: error=503.")
-    # ... but only its warnings reach the process's log.
-    assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == [
-        "Failed to send JSON notification: error=503."
-    ]
+    idle = debug_demand.idle_level
+    try:
+        capture_debug()
+        quiet_library_info(logging.INFO)
+        # apprise builds no INFO/DEBUG records while no send wants its DEBUG lines ...
+        assert not apprise_logger.isEnabledFor(logging.INFO)
+        with debug_demand.wanted():
+            # ... and DEBUG reaches its per-call capture (the cause of a failure) when one does,
+            assert apprise_logger.isEnabledFor(logging.DEBUG)
+            with caplog.at_level(logging.DEBUG):
+                apprise_logger.info("Notifying 1 service(s).")
+                apprise_logger.warning("Failed to send JSON notification: error=503.")
+        # but only its warnings reach the process's log.
+        assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == [
+            "Failed to send JSON notification: error=503."
+        ]
+        assert not apprise_logger.isEnabledFor(logging.INFO)
+    finally:
+        debug_demand.idle_level = idle

@@ -12,11 +12,12 @@ from click.testing import CliRunner
 from pipeline.alerting.model import Notification
 from pipeline.errors import NotifyError
 from pipeline.notify.channels import load_channels
-from pipeline.notify.reasons import failure_detail
+from pipeline.notify.reasons import capture_debug, debug_demand, failure_detail, pass_on_from
 from pipeline.notify.sender import Notifier, RetryPolicy
 from streamwarden.cli import main
 from tests.support.ports import closed_port
 from tests.support.secrets import register_secret
+from tests.support.webhook import webhook_server
 
 TOKEN = register_secret("hook-t0ken-83b1f2")
 
@@ -114,3 +115,49 @@ def test_notify_test_prints_the_cause(tmp_path: Path, closed_port: int) -> None:
     assert "Connection refused" in result.output
     assert result.output.rstrip().endswith("(retryable)")
     assert TOKEN not in result.output
+
+
+@pytest.fixture
+def quiet_apprise() -> Iterator[logging.Logger]:
+    """apprise's logger as the worker sets it (:func:`pass_on_from` WARNING), restored after."""
+    library = logging.getLogger("apprise")
+    level, handlers, propagate = library.level, list(library.handlers), library.propagate
+    idle = debug_demand.idle_level
+    capture_debug()
+    assert pass_on_from(logging.WARNING)
+    yield library
+    debug_demand.idle_level = idle
+    library.setLevel(level)
+    library.handlers[:] = handlers
+    library.propagate = propagate
+
+
+def _hook_notifier(tmp_path: Path, url: str, policy: RetryPolicy) -> Notifier:
+    path = tmp_path / "channels.yaml"
+    path.write_text("channels:\n  hook:\n    url_env: HOOK\n", encoding="utf-8")
+    return Notifier(load_channels(path, env={"HOOK": url}), policy=policy, sleep=_no_wait)
+
+
+async def _no_wait(_delay: float) -> None:
+    return None
+
+
+async def test_a_quiet_first_attempt_still_classifies_and_the_retry_names_the_cause(
+    tmp_path: Path, closed_port: int, quiet_apprise: logging.Logger
+) -> None:
+    policy = RetryPolicy(attempts=2, initial_delay=0, send_timeout=5, jitter=0)
+    with webhook_server() as hook:
+        hook.status = 401  # permanent: known from the first (WARNING-level) attempt alone
+        notifier = _hook_notifier(tmp_path, hook.url(), policy)
+        with pytest.raises(NotifyError) as refused:
+            await notifier.send_checked(_notification())
+    assert refused.value.reason == "apprise reported failure, HTTP 401"
+    assert not refused.value.retryable
+    assert notifier.counters["retried"] == 0
+    notifier = _hook_notifier(tmp_path, f"json://127.0.0.1:{closed_port}/{TOKEN}", policy)
+    with pytest.raises(NotifyError) as down:
+        await notifier.send_checked(_notification())
+    assert "Connection refused" in down.value.reason  # from the retry's DEBUG lines
+    assert notifier.counters["retried"] == 1
+    # Back to building WARNING and above only once no call wants DEBUG.
+    assert quiet_apprise.level == logging.WARNING
