@@ -15,20 +15,23 @@ KAFKA_SESSION_TIMEOUT_S = 6.0
 ``group.min.session.timeout.ms`` is 6000; a JoinGroup asking for less is refused with
 INVALID_SESSION_TIMEOUT). A broker evicts a silent member when its session runs out, and the
 survivors' next heartbeat starts a rebalance that ends as soon as they have all rejoined, so a
-takeover there costs about the session timeout plus a heartbeat interval, under 10 s."""
+takeover there costs about the session timeout plus a heartbeat interval, under 10 s (from
+the protocol; not measured against a real broker)."""
 
 EMBEDDED_SESSION_TIMEOUT_S = 3.0
 """Session timeout on the embedded broker (librdkafka's mock cluster, ``rdkafka_mock_cgrp.c``),
 whose group coordinator is slower than a real one in two ways: it looks for expired sessions
 once a second, and after evicting a member it waits ``session timeout - 1 s`` before ending the
 join round, however soon the survivors rejoin. A takeover there costs about twice the session
-timeout: in chaos ``worker-takeover`` (2026-12-03, shared 2-core machine) notifications resumed
-a median 14.2 s after a kill with 6 s, 8.7 s with 4 s and 6.2 s with 3 s. The mock enforces
-no minimum. Margin against evicting a live but busy worker: a heartbeat may come up to the
+timeout. In chaos ``worker-takeover`` (2026-12-03, a 2-core machine shared with other runs)
+notifications resumed a median 12.3 s after the kill with 6 s and 6.2 s with 3 s (14.2 s,
+8.7 s with 4 s, and 6.2 s when the kill fell inside a join round). The mock enforces no
+minimum. Margin against evicting a live but busy worker: a heartbeat may come up to the
 session timeout less one heartbeat interval late (2.25 s here; the mock adds up to 1 s more,
-as it looks once a second), i.e. an event loop blocked that long. The faust group's
-heartbeats run on its consumer thread's own loop, the normalize group's on the main loop,
-whose batches take milliseconds. An eviction costs a rebalance, never a record."""
+as it looks once a second), i.e. an event loop blocked that long (the faust group's
+heartbeats run on its consumer thread's own loop, the normalize group's on the main loop). No
+live worker was evicted in the chaos runs of 2026-12-03 (71 worker logs). An eviction costs a
+rebalance, never a record."""
 
 HEARTBEATS_PER_SESSION = 4
 """Default heartbeat interval: this many per session timeout (Kafka advises at most a third)."""
