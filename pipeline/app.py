@@ -53,8 +53,8 @@ def build_app(settings: PipelineSettings) -> StreamWardenApp:
         "table_standby_replicas": 0,
         "broker_commit_every": 10_000,
         "broker_commit_interval": 1.0,
-        "broker_session_timeout": settings.session_timeout_s,
-        "broker_heartbeat_interval": settings.heartbeat_interval_s,
+        "broker_session_timeout": settings.effective_session_timeout_s,
+        "broker_heartbeat_interval": settings.effective_heartbeat_interval_s,
         "broker_rebalance_timeout": settings.rebalance_timeout_s,
         **runtime_options(linger_s=settings.producer_linger_ms / 1000),
     }

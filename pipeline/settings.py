@@ -10,6 +10,32 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+KAFKA_SESSION_TIMEOUT_S = 6.0
+"""Session timeout on real Kafka: the lowest a broker accepts by default (its
+``group.min.session.timeout.ms`` is 6000; a JoinGroup asking for less is refused with
+INVALID_SESSION_TIMEOUT). A broker evicts a silent member when its session runs out, and the
+survivors' next heartbeat starts a rebalance that ends as soon as they have all rejoined, so a
+takeover there costs about the session timeout plus a heartbeat interval, under 10 s (from
+the protocol; not measured against a real broker)."""
+
+EMBEDDED_SESSION_TIMEOUT_S = 3.0
+"""Session timeout on the embedded broker (librdkafka's mock cluster, ``rdkafka_mock_cgrp.c``),
+whose group coordinator is slower than a real one in two ways: it looks for expired sessions
+once a second, and after evicting a member it waits ``session timeout - 1 s`` before ending the
+join round, however soon the survivors rejoin. A takeover there costs about twice the session
+timeout. In chaos ``worker-takeover`` (2026-12-03, a 2-core machine shared with other runs)
+notifications resumed a median 12.3 s after the kill with 6 s and 6.2 s with 3 s (14.2 s,
+8.7 s with 4 s, and 6.2 s when the kill fell inside a join round). The mock enforces no
+minimum. Margin against evicting a live but busy worker: a heartbeat may come up to the
+session timeout less one heartbeat interval late (2.25 s here; the mock adds up to 1 s more,
+as it looks once a second), i.e. an event loop blocked that long (the faust group's
+heartbeats run on its consumer thread's own loop, the normalize group's on the main loop). No
+live worker was evicted in the chaos runs of 2026-12-03 (71 worker logs). An eviction costs a
+rebalance, never a record."""
+
+HEARTBEATS_PER_SESSION = 4
+"""Default heartbeat interval: this many per session timeout (Kafka advises at most a third)."""
+
 
 class PipelineSettings(BaseSettings):
     """Everything the worker reads from its environment.
@@ -39,8 +65,11 @@ class PipelineSettings(BaseSettings):
             acknowledgements are awaited while it works on the next batch.
         session_timeout_s: how long a silent worker keeps its partitions; after a crash, the
             others take them over after this long (faust's default of 60 s is too slow for
-            alerting; 6 s lets a takeover resume notifications within 10 s of a kill).
-        heartbeat_interval_s: consumer heartbeat period (well under the session timeout).
+            alerting). None: :data:`KAFKA_SESSION_TIMEOUT_S` on real Kafka,
+            :data:`EMBEDDED_SESSION_TIMEOUT_S` on the embedded broker (see both for why).
+            Applies to both consumer groups of the worker (faust's and the normalize stage's).
+        heartbeat_interval_s: consumer heartbeat period; None: a quarter of the session
+            timeout, so a worker may miss three heartbeats before it is evicted.
         rebalance_timeout_s: how long a rebalance may take before members are dropped.
         fetch_max_wait_ms: longest a fetch may wait for data; None: 20 ms on the embedded
             broker (which often holds a fetch for the whole wait), 500 ms on real Kafka (which
@@ -71,8 +100,8 @@ class PipelineSettings(BaseSettings):
     batch_within: float = Field(default=0.02, gt=0)
     producer_linger_ms: int = Field(default=5, ge=0, le=1000)
     canonical_linger_ms: int = Field(default=20, ge=0, le=1000)
-    session_timeout_s: float = Field(default=6.0, gt=0)
-    heartbeat_interval_s: float = Field(default=1.5, gt=0)
+    session_timeout_s: float | None = Field(default=None, gt=0)
+    heartbeat_interval_s: float | None = Field(default=None, gt=0)
     rebalance_timeout_s: float = Field(default=60.0, gt=0)
     fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     ops_enabled: bool = True
@@ -88,6 +117,20 @@ class PipelineSettings(BaseSettings):
         if self.fetch_max_wait_ms is not None:
             return self.fetch_max_wait_ms
         return 20 if self.kafka_embedded else 500
+
+    @property
+    def effective_session_timeout_s(self) -> float:
+        """:attr:`session_timeout_s`, or its default for the kind of broker."""
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        return EMBEDDED_SESSION_TIMEOUT_S if self.kafka_embedded else KAFKA_SESSION_TIMEOUT_S
+
+    @property
+    def effective_heartbeat_interval_s(self) -> float:
+        """:attr:`heartbeat_interval_s`, or a quarter of the effective session timeout."""
+        if self.heartbeat_interval_s is not None:
+            return self.heartbeat_interval_s
+        return self.effective_session_timeout_s / HEARTBEATS_PER_SESSION
 
     def broker_url(self) -> str:
         """faust broker URL (``kafka://h1:p1;h2:p2``) from the comma-separated bootstrap list."""

@@ -33,8 +33,8 @@ def stage_consumer(
     }
     if group_id is not None:
         options.update(
-            session_timeout_ms=int(settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            session_timeout_ms=int(settings.effective_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.effective_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
         )
     return AIOKafkaConsumer(**options, **extra)

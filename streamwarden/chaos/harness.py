@@ -59,12 +59,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# A SIGKILLed member is only evicted from the consumer group when its session times out
-# (StreamWarden's default: 10 s). Chaos runs bound that wait further.
-SESSION_TIMEOUT_S = 6.0
+# A SIGKILLed member is only evicted from the consumer groups when its session times out.
+# Chaos workers run the embedded broker's default session timeout and heartbeat (see
+# pipeline.settings.EMBEDDED_SESSION_TIMEOUT_S), what `streamwarden demo` runs, so the
+# takeover time measured is the one users get; only the rebalance timeout is bounded further.
 FAUST_GROUP_ENV = {
-    "STREAMWARDEN_SESSION_TIMEOUT_S": f"{SESSION_TIMEOUT_S:g}",
-    "STREAMWARDEN_HEARTBEAT_INTERVAL_S": "1",
     "STREAMWARDEN_REBALANCE_TIMEOUT_S": "20",
 }
 

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable
 
+from pipeline.agents.normalize import normalize_group
 from streamwarden.chaos.harness import (
     AlertingRun,
     ChaosOptions,
@@ -36,11 +37,13 @@ UP_TIMEOUT_S = 90.0
 _ASSIGNED = re.compile(r"rule partitions owned partitions=([0-9,]+|none)\b")
 _WEDGED = "Unexpected error from SyncGroup"
 _DELIVERED = "notifications delivered channel="  # one line per run of sends
-GROUP_ATTEMPTS = 6
+GROUP_ATTEMPTS = 10
 """Second workers started before giving up. A worker joins two groups (normalize, faust's),
 each of which the embedded broker can wedge (see :func:`_form_group`): about two
-joins in five wedged one of them in the runs of 2026-12-02, so three attempts failed a run in
-~6% of cases, six in well under 1%."""
+joins in five wedged one of them in the runs of 2026-12-02. On 2026-12-03 (a shared machine
+under load from other runs) 34 second workers of 48 wedged, and 2 runs of 21 gave up after
+six; at that rate (~0.7) ten attempts fail ~3% of runs, six ~12%. A wedged attempt costs about
+two join rounds (4-10 s)."""
 JOIN_TIMEOUT_S = 45.0
 
 
@@ -71,8 +74,24 @@ async def _poll(condition: Callable[[], bool], wait_timeout: float) -> bool:
     return True
 
 
+def normalize_synced(log_text: str, app_id: str) -> bool:
+    """The worker's normalize stage got its assignment from its group (aiokafka's
+    ``Successfully synced group <app_id>-normalize``)."""
+    return f"Successfully synced group {normalize_group(app_id)} " in log_text
+
+
 async def _form_group(run: AlertingRun) -> tuple[list[WorkerProcess], list[str]]:
-    """Start worker-a, then worker-b, until both own partitions; ``(workers, notes)``.
+    """Start worker-a, then worker-b, until both are members of both consumer groups;
+    ``(workers, notes)``.
+
+    worker-b counts once its rule partitions are owned (faust's group) and its normalize
+    stage has synced (``<app_id>-normalize``, joined only after faust's group is recovered).
+    Checking faust's group alone took a worker-b whose normalize join wedged next (that crashes
+    the worker) for a survivor: with 3 s sessions the normalize join round ends 2 s after it
+    starts, before the kill, and 3 runs of 6 then lost every notification after the kill
+    (2026-12-03). With 6 s sessions that round was still open at every kill measured, so the
+    kill also left a dead member in the normalize group's join, which the mock needs two more
+    rounds to drop.
 
     The embedded broker (librdkafka's mock) answers a follower's SyncGroup that arrives after
     the leader's with INVALID_REQUEST; aiokafka then stops coordinating and that worker stays
@@ -88,13 +107,16 @@ async def _form_group(run: AlertingRun) -> tuple[list[WorkerProcess], list[str]]
     for attempt in range(1, GROUP_ATTEMPTS + 1):
         second = run.start_worker("worker-b" if attempt == 1 else f"worker-b{attempt}")
 
+        def joined(text: str) -> bool:
+            return bool(assigned_partitions(text)) and normalize_synced(text, run.app_id)
+
         def settled(second: WorkerProcess = second) -> bool:
             text = _log(second)
-            return _WEDGED in text or bool(assigned_partitions(text))
+            return _WEDGED in text or joined(text)
 
         await _poll(settled, JOIN_TIMEOUT_S)
         text = _log(second)
-        if assigned_partitions(text) and _WEDGED not in text:
+        if joined(text) and _WEDGED not in text:
             return [first, second], notes
         reason = "a SyncGroup error" if _WEDGED in text else "no partitions"
         notes.append(f"{second.name} wedged at the group join ({reason}), replaced")

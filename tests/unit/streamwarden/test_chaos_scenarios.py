@@ -6,7 +6,7 @@ import orjson
 
 from producers.envelope import RawEnvelope
 from streamwarden.chaos.upstream_drop import _common_prefix, element_readings
-from streamwarden.chaos.worker_takeover import assigned_partitions
+from streamwarden.chaos.worker_takeover import assigned_partitions, normalize_synced
 
 ASSIGNMENT_LOG = """\
 2026-12-03 02:10:43,259 INFO pipeline.agents.evaluate: rule partitions owned partitions=1,3
@@ -21,6 +21,24 @@ def test_the_last_assignment_in_a_worker_log_wins() -> None:
     assert assigned_partitions(first) == {1, 3}
     assert assigned_partitions(first + "INFO rule partitions owned partitions=none") == set()
     assert assigned_partitions("worker starting\n") is None
+
+
+SYNC_LOG = """\
+2026-12-03 14:53:03,449 INFO aiokafka.consumer.group_coordinator: Successfully synced group \
+chaos-a with generation 5
+2026-12-03 14:53:05,543 INFO aiokafka.consumer.group_coordinator: Joined group \
+'chaos-a-normalize' (generation 3) with member_id 0x7fb
+"""
+
+
+def test_a_worker_is_in_the_normalize_group_once_that_group_synced() -> None:
+    assert not normalize_synced(SYNC_LOG, "chaos-a")  # faust's group synced, normalize joined
+    synced = SYNC_LOG + (
+        "2026-12-03 14:53:05,600 INFO aiokafka.consumer.group_coordinator: Successfully synced "
+        "group chaos-a-normalize with generation 3\n"
+    )
+    assert normalize_synced(synced, "chaos-a")
+    assert not normalize_synced(synced, "chaos")  # another app's group
 
 
 def _envelope(events: list[dict[str, object]], duplicates: list[str] | None = None) -> RawEnvelope:
