@@ -33,7 +33,7 @@ def test_quick_benchmark_prints_every_scenario_as_json() -> None:
     )
     assert pipeline["cpu_s_per_1000"] > 0
     assert pipeline["rss_mb"] > 0
-    for name in ("alert_latency_half_max", "alert_latency_500_per_s"):
+    for name in ("alert_latency_half_max", "alert_latency_500_per_s", "alert_latency_1000_per_s"):
         latency = by_name[name]
         assert latency["notifications"] > 0
         assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
