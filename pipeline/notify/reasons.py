@@ -80,6 +80,13 @@ class _DebugDemand:
         self.idle_level = logging.DEBUG
         """The level while no call asks for DEBUG: DEBUG until :func:`pass_on_from`."""
 
+    def set_idle_level(self, level: int) -> None:
+        """Keep the logger at ``level`` whenever no call wants DEBUG (at once if none does)."""
+        with self._lock:
+            self.idle_level = level
+            if self._wanting == 0:
+                logging.getLogger(_APPRISE).setLevel(level)
+
     @contextlib.contextmanager
     def wanted(self) -> Iterator[None]:
         library = logging.getLogger(_APPRISE)
@@ -110,10 +117,7 @@ def pass_on_from(threshold: int) -> bool:
     for handler in handlers:
         handler.threshold = threshold
     if handlers:
-        with debug_demand._lock:
-            debug_demand.idle_level = threshold
-            if debug_demand._wanting == 0:
-                library.setLevel(threshold)
+        debug_demand.set_idle_level(threshold)
     return bool(handlers)
 
 
