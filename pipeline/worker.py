@@ -350,13 +350,15 @@ class _Worker(faust.Worker):
 
 def quiet_library_info(level: int) -> None:
     """Below DEBUG, keep apprise's per-send INFO lines ("Notifying 1 service(s).", "Sent ...
-    notification.") out of the log: the worker logs each delivery itself, once, and at a
-    hundred notifications a second formatting apprise's two extra lines per send cost a tenth
-    of the worker's CPU (py-spy, ``benchmarks/README.md``). Its warnings and errors stay.
+    notification.") out of the log: the worker logs its deliveries itself (one line per run
+    of sends), and at a hundred notifications a second formatting apprise's two extra lines
+    per send cost a tenth of the worker's CPU (py-spy, ``benchmarks/README.md``). Its warnings
+    and errors stay.
 
     Once the notifier captures apprise's DEBUG lines for its failure reasons
-    (:func:`~pipeline.notify.reasons.capture_debug`), the logger must stay at DEBUG: only what
-    is passed on to the process's handlers is raised to WARNING."""
+    (:func:`~pipeline.notify.reasons.capture_debug`), lowering the logger alone would starve
+    that capture: :func:`~pipeline.notify.reasons.pass_on_from` keeps the logger at WARNING
+    except while a retry wants DEBUG, and passes only WARNING and above to the handlers."""
     if level > logging.DEBUG and not pass_on_from(logging.WARNING):
         logging.getLogger("apprise").setLevel(logging.WARNING)
 
