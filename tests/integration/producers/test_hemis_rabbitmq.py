@@ -136,7 +136,11 @@ async def test_producer_delivers_rabbitmq_web_stomp_messages_unchanged() -> None
     on_management = [e.payload for _, e in real if e.meta["destination"] == management]
     assert on_data == BODIES  # unchanged, byte for byte, in order
     assert on_management == [entity]
-    assert [key for key, _ in real][:3] == [b"F023B91000000071#1", b"041AA72AAA4A80", b"src"]
+    # Keys in order per destination: the broker orders each subscription's messages, not the
+    # two subscriptions' against each other (the management message arrived first once).
+    data_keys = [key for key, e in real if e.meta["destination"] == data]
+    assert data_keys[:3] == [b"F023B91000000071#1", b"041AA72AAA4A80", b"src"]
+    assert [key for key, e in real if e.meta["destination"] == management] == [b"Z1"]
     for _, envelope in real:
         assert envelope.meta["subscription"] in ("sub-0", "sub-1")
         assert envelope.meta["content_type"] == "application/json"
